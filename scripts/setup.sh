@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Install what ubdsim needs on a fresh Debian bookworm machine (run as root), then the
+# project venv. Idempotent: a second run installs nothing and takes about a second.
+#   Debian: e2fsprogs uml-utilities user-mode-linux qemu-utils busybox-static fdisk,
+#           qemu-system-x86 (without recommends: ~84 MB instead of ~438 MB)
+#   venv:   .venv with ubdsim in editable mode, numpy, pytest, hypothesis, python-ptrace
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_pkgs=()
+for spec in e2fsprogs:mkfs.ext4 uml-utilities:uml_mkcow user-mode-linux:linux.uml \
+            qemu-utils:qemu-img busybox-static:busybox fdisk:sfdisk \
+            qemu-system-x86:qemu-system-x86_64; do
+    pkg=${spec%%:*}; bin=${spec##*:}
+    command -v "$bin" >/dev/null 2>&1 || need_pkgs+=("$pkg")
+done
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+    echo "setup: installing Debian packages: ${need_pkgs[*]}"
+    if [ "$(id -u)" != 0 ]; then
+        echo "setup: these packages are missing and installing them needs root" >&2
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    echo "setup: creating .venv"
+    "$PY" -m venv .venv
+fi
+stamp=.venv/.ubdsim-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    echo "setup: installing Python dependencies into .venv"
+    .venv/bin/python -m pip install -q --upgrade pip
+    .venv/bin/python -m pip install -q -e '.[test]'
+    touch "$stamp"
+fi

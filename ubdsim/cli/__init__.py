@@ -1,0 +1,88 @@
+"""`ubdsim` command line: a table of subcommands, each a thin module over pure operations.
+
+Each command module provides `add_arguments(parser)` and `run(args) -> int`; its module
+docstring is its `--help` description. Modules are imported only when their command runs
+(pip's commands/__init__.py idea), so `ubdsim --help` stays fast and one broken command
+cannot break the others.
+"""
+from __future__ import annotations
+
+import argparse
+import difflib
+import importlib
+import importlib.util
+import sys
+
+from ..errors import UbdError
+from .status import EXIT_CODES_HELP, ERROR, INTERRUPTED, OK, USAGE
+
+# name -> (module, one-line summary). Order is the order `ubdsim --help` lists them in.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "mkcow": ("ubdsim.cli.mkcow", "create a COW file over a backing file (like uml_mkcow)"),
+    "info": ("ubdsim.cli.info", "show a COW file's header, layout, backing status and hazards"),
+    "moo": ("ubdsim.cli.moo", "merge a COW file into a new image or into its backing file"),
+    "parse": ("ubdsim.cli.parse", "parse ubd kernel options exactly as a chosen kernel does"),
+    "run": ("ubdsim.cli.run", "run a program that sees the configured units as /dev/ubdX"),
+    "serve": ("ubdsim.cli.serve", "export the configured units over NBD"),
+    "vm": ("ubdsim.cli.vm", "boot a Linux guest in qemu on the configured units"),
+}
+
+
+def available_commands() -> dict[str, tuple[str, str]]:
+    """The commands whose module is present in this installation."""
+    return {name: entry for name, entry in COMMANDS.items()
+            if importlib.util.find_spec(entry[0]) is not None}
+
+
+def _top_help(commands: dict[str, tuple[str, str]]) -> str:
+    width = max(map(len, commands), default=0)
+    lines = ["usage: ubdsim COMMAND [ARGS...]", "",
+             "Simulate User-Mode Linux's ubd block driver and its copy-on-write (COW) files.",
+             "Kernel profiles: 2.4 (2.4.20 + COW-resize patch, default), 2.4-stock, 6.1.", "",
+             "commands:"]
+    lines += [f"  {name:<{width}}  {summary}" for name, (_, summary) in commands.items()]
+    lines += ["", "Run 'ubdsim COMMAND --help' for a command's options.", "", EXIT_CODES_HELP]
+    return "\n".join(lines)
+
+
+def build_parser(name: str) -> tuple[argparse.ArgumentParser, object]:
+    """The argument parser of one command, and its module."""
+    module = importlib.import_module(COMMANDS[name][0])
+    parser = argparse.ArgumentParser(
+        prog=f"ubdsim {name}", description=module.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=getattr(module, "EPILOG", EXIT_CODES_HELP))
+    module.add_arguments(parser)
+    return parser, module
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    commands = available_commands()
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_top_help(commands))
+        return OK if argv else USAGE
+    name, rest = argv[0], argv[1:]
+    if name not in commands:
+        guess = difflib.get_close_matches(name, commands, n=1)
+        hint = f" (did you mean '{guess[0]}'?)" if guess else ""
+        print(f"ubdsim: unknown command '{name}'{hint}; see 'ubdsim --help'", file=sys.stderr)
+        return USAGE
+    parser, module = build_parser(name)
+    args = parser.parse_args(rest)
+    try:
+        return int(module.run(args))
+    except UbdError as err:
+        print(f"ubdsim {name}: error: {err}", file=sys.stderr)
+        return getattr(err, "exit_code", ERROR)
+    except OSError as err:
+        where = f": {err.filename}" if err.filename else ""
+        print(f"ubdsim {name}: error: {err.strerror or err}{where}", file=sys.stderr)
+        return ERROR
+    except KeyboardInterrupt:
+        print(f"ubdsim {name}: interrupted", file=sys.stderr)
+        return INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
