@@ -60,8 +60,8 @@ class Geometry:
         """V1/V2 only: the bitmap is too short to hold a bit for every sector.
 
         cow_sizes() computes (size + ss - 1) / (8 * ss), which drops the last partial byte
-        whenever the sector count is not a multiple of 8; the kernel's bitmap write-back then
-        spills past the bitmap into the data area.
+        whenever the sector count is not a multiple of 8; 2.4's unguarded word write-back can
+        then spill past the bitmap into the data area.
         """
         return self.bitmap_len * 8 < self.sectors
 
