@@ -1,0 +1,92 @@
+"""moo refuses files that a running kernel holds locked, checked against a real linux.uml.
+
+ubd_kern.c open_ubd_file() [6.1] locks the COW file F_WRLCK and the backing file F_RDLCK
+when the guest opens /dev/ubda. One boot serves every scenario: the guest opens the device,
+signals "ready" through hostfs, and waits for "done" while the host runs the tools.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+from tests.cow.builders import UBDSIM, random_file, run
+
+GUEST = """#!/bin/sh
+mknod {d}/ubda b 98 0
+exec 3<>{d}/ubda
+echo ready > {d}/ready
+i=0
+while [ ! -e {d}/done ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
+echo o > /proc/sysrq-trigger
+"""
+
+
+def test_running_linux_uml_locks_are_respected(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    random_file("backing", 1 << 20, seed=1)
+    assert run(["uml_mkcow", "cow", "backing"]).returncode == 0
+    assert run(["uml_mkcow", "cow2", "backing"]).returncode == 0   # a second COW, same backing
+    (tmp_path / "guest.sh").write_text(GUEST.format(d=tmp_path))
+    os.chmod(tmp_path / "guest.sh", 0o755)
+    os.mkdir("umldir")
+    kernel = subprocess.Popen(
+        ["linux.uml", "mem=64M", "ubd0=cow,backing", "root=/dev/root", "rootfstype=hostfs",
+         "rootflags=/", "rw", f"init={tmp_path}/guest.sh", "con=null", "con0=fd:0,fd:1",
+         f"uml_dir={tmp_path}/umldir"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(300):
+            if os.path.exists("ready") or kernel.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert os.path.exists("ready"), "the guest never opened /dev/ubda"
+        results = {
+            "uml_moo": run(["uml_moo", "cow", "oracle.img"]),
+            "new": run([UBDSIM, "moo", "cow", "new.img"]),
+            "in_place": run([UBDSIM, "moo", "-d", "cow"]),
+            "other_cow_new": run([UBDSIM, "moo", "cow2", "other.img"]),
+            "other_cow_in_place": run([UBDSIM, "moo", "-d", "cow2"]),
+        }
+    finally:
+        open("done", "w").close()
+        kernel.communicate(timeout=60)
+    # uml_moo takes no lock and happily copies a COW file a running kernel is writing
+    assert results["uml_moo"].returncode == 0
+    for name in ("new", "in_place"):
+        r = results[name]
+        assert r.returncode == 1 and "Traceback" not in r.stderr
+        assert f"'cow' is locked by process {kernel.pid}" in r.stderr
+    # the kernel holds only a read lock on the backing file: reading it is fine, writing is not
+    assert results["other_cow_new"].returncode == 0
+    r = results["other_cow_in_place"]
+    assert r.returncode == 1 and f"is locked by process {kernel.pid}" in r.stderr and "backing" in r.stderr
+    assert not os.path.exists("new.img")
+
+
+HOLDER = """
+import fcntl, os, struct, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR)
+fcntl.fcntl(fd, fcntl.F_SETLK, struct.pack("hhqqi4x", fcntl.F_WRLCK, 0, 0, 0, 0))
+print("locked", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_process_holding_a_write_lock_is_named(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    random_file("backing", 8192, seed=2)
+    assert run([UBDSIM, "mkcow", "cow", "backing"]).returncode == 0
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, "cow"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        r = run([UBDSIM, "moo", "--json", "cow", "new.img"])
+    finally:
+        holder.communicate("")
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr.strip() == f"ubdsim moo: error: 'cow' is locked by process {holder.pid} " \
+                               "(a running UML kernel?): refusing to touch it"
+    assert os.listdir(".") == ["backing", "cow"]
+    assert run([UBDSIM, "moo", "cow", "new.img"]).returncode == 0     # lock gone: merges

@@ -1,0 +1,74 @@
+"""Rendering operation results for people (aligned text) and for programs (`--json`).
+
+JSON output is the dataclass as a dict, keys stable, one object on stdout; human output says
+what a value means next to the value.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+from ..ops.inspect import InfoReport
+from ..ops.merge import MergeResult
+
+
+def to_json(obj: object) -> str:
+    data = obj.as_dict() if hasattr(obj, "as_dict") else obj
+    return json.dumps(data, indent=2, sort_keys=False)
+
+
+def human_bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n} B" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def _utc(ts: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
+
+
+def info_text(report: InfoReport) -> str:
+    lines = [f"{report.path}: COW file version {report.version} ({report.layout} layout)", "",
+             "header fields:"]
+    for f in report.fields:
+        value = f"0x{f.value:08x}" if f.name == "magic" else f.value
+        if f.name == "mtime":
+            value = f"{f.value} ({_utc(f.value)})"
+        elif f.name == "backing_file":
+            value = f'"{f.value}"'
+        lines.append(f"  {f.name:<13} @{f.offset:<5} [{f.length:>4} B]  {value}")
+    for note in report.kernel_notes:
+        lines.append(f"  kernel says: {note}")
+    lines += ["", "layout:"]
+    if report.bitmap_offset is None:
+        lines.append("  unavailable: the header's alignment or sector size places nothing")
+    else:
+        pct = 100.0 * report.sectors_marked / report.sectors if report.sectors else 0.0
+        lines += [f"  bitmap        offset {report.bitmap_offset}, {report.bitmap_len} bytes",
+                  f"  data          offset {report.data_offset} (sector s at data offset + s * sectorsize)",
+                  f"  sectors       {report.sectors}",
+                  f"  marked        {report.sectors_marked} ({pct:.2f}%) sectors live in the COW file",
+                  f"  full length   {report.expected_length} bytes"]
+    lines += [f"  on disk       {report.apparent_bytes} bytes apparent, {report.allocated_bytes} "
+              f"allocated ({human_bytes(report.apparent_bytes)} vs {human_bytes(report.allocated_bytes)})",
+              "", "backing file:", f'  path          "{report.backing.path}"']
+    b = report.backing
+    if not b.present:
+        lines.append(f"  present       no ({b.error})")
+    else:
+        lines += ["  present       yes",
+                  f"  size match    {'yes' if b.size_match else 'NO'} (file {b.size})",
+                  f"  mtime match   {'yes' if b.mtime_match else 'NO'} (file {b.mtime})"]
+    lines += ["", "hazards:"]
+    lines += [f"  {h.id}: {h.text}" for h in report.hazards] or ["  none"]
+    return "\n".join(lines)
+
+
+def merge_text(result: MergeResult) -> str:
+    where = f"into the backing file {result.output}" if result.in_place else f"into {result.output}"
+    resumed = " (resumed an interrupted merge)" if result.resumed else ""
+    return (f"merged {result.cow} {where}{resumed}: {result.sectors_from_cow} sectors from the COW "
+            f"file, {result.sectors_from_backing} from {result.backing}; "
+            f"{result.bytes_written} bytes written in {result.seconds:.2f} s")

@@ -1,0 +1,166 @@
+"""Everything `ubdsim info` reports about a COW file, as one dataclass.
+
+Inspection must never fail on a file that has a readable header: a missing backing file, a
+truncated file, alignment 0 or a sector size of 0 are *findings*, reported as backing status
+or hazards, not errors. Only a file with no COW header at all (empty, short, wrong magic,
+unknown version) is an error, with the kernel's reason.
+"""
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import asdict, dataclass, field
+
+from ..cow.create import backing_size
+from ..cow.header import CowHeader
+from ..cow.image import CowImage, header_geometry, read_header_file
+from ..cow.layouts import V3_BROKEN
+from ..cow.sizes import Geometry
+from ..errors import CowFormatError
+from ..messages import render
+
+
+@dataclass(frozen=True)
+class HeaderField:
+    name: str
+    offset: int
+    length: int
+    value: int | str
+
+
+@dataclass(frozen=True)
+class BackingStatus:
+    path: str
+    present: bool
+    size: int | None = None
+    mtime: int | None = None
+    size_match: bool | None = None     # None: could not be checked (missing backing file)
+    mtime_match: bool | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Hazard:
+    id: str
+    text: str
+
+
+@dataclass(frozen=True)
+class InfoReport:
+    path: str
+    version: int
+    layout: str
+    fields: list[HeaderField]
+    kernel_notes: list[str]            # what read_cow_header() [6.1] prints on accepting it
+    bitmap_offset: int | None
+    bitmap_len: int | None
+    data_offset: int | None
+    sectors: int | None
+    sectors_marked: int | None
+    expected_length: int | None        # data_offset + size: the length a creator gives the file
+    apparent_bytes: int
+    allocated_bytes: int
+    backing: BackingStatus
+    hazards: list[Hazard] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _fields(header: CowHeader) -> list[HeaderField]:
+    values = {"magic": 0x4F4F4F4D, "version": header.version, "mtime": header.mtime,
+              "size": header.size, "sectorsize": header.sectorsize,
+              "alignment": header.alignment, "cow_format": header.cow_format,
+              "backing_file": header.backing_path}
+    return [HeaderField(name, start, end - start, values[name])
+            for name, start, end in header.layout.field_spans()]
+
+
+def backing_status(header: CowHeader, path: str) -> BackingStatus:
+    """Present / size match / mtime match, each on its own (uml_moo and the kernel stop at the first)."""
+    try:
+        st = os.stat(path)
+        size = backing_size(os.fsencode(path)) if stat.S_ISBLK(st.st_mode) else st.st_size
+    except OSError as err:
+        return BackingStatus(path=path, present=False, error=err.strerror)
+    mtime = int(st.st_mtime)
+    return BackingStatus(path=path, present=True, size=size, mtime=mtime,
+                         size_match=size == header.size,
+                         mtime_match=(mtime & 0xFFFFFFFF) == header.mtime)
+
+
+def inspect(path: str, backing: str | None = None) -> InfoReport:
+    """Inspect the COW file `path` (`backing` overrides the header's backing path)."""
+    header, st = read_header_file(path)
+    hazards: list[Hazard] = []
+    notes = [render(msg_id, "6.1") for msg_id in header.notes]
+    if header.layout is V3_BROKEN:
+        hazards.append(Hazard("broken_layout", "V3 header in the broken 64-bit layout (4 bytes of "
+                              "padding after mtime): kernels since 2.6.15 and uml_moo recover it; "
+                              "a 2.4 kernel cannot read V3 at all"))
+    if header.cow_format != 0:
+        hazards.append(Hazard("cow_format", f"cow_format is {header.cow_format}; only 0 (bitmap) "
+                              "exists and the kernel does not check it"))
+    geometry: Geometry | None = None
+    try:
+        geometry = header_geometry(header)
+    except CowFormatError as err:
+        hazard_id = "alignment_zero" if err.msg_id == "cow.align_zero" else "sector_size"
+        hazards.append(Hazard(hazard_id, str(err)))
+    marked = None
+    if geometry is not None:
+        marked = _inspect_data(path, geometry, st, hazards)
+    backing_path = backing if backing is not None else header.backing_path
+    return InfoReport(
+        path=path, version=header.version, layout=header.layout.name, fields=_fields(header),
+        kernel_notes=notes,
+        bitmap_offset=geometry.bitmap_offset if geometry else None,
+        bitmap_len=geometry.bitmap_len if geometry else None,
+        data_offset=geometry.data_offset if geometry else None,
+        sectors=geometry.sectors if geometry else None,
+        sectors_marked=marked,
+        expected_length=geometry.file_length if geometry else None,
+        apparent_bytes=st.st_size, allocated_bytes=st.st_blocks * 512,
+        backing=backing_status(header, backing_path), hazards=hazards)
+
+
+def _inspect_data(path: str, geometry: Geometry, st: os.stat_result, hazards: list[Hazard]) -> int:
+    with CowImage.open(path) as image:
+        marked = image.count_marked()
+        if geometry.rounding_bug:
+            uncovered = geometry.sectors - geometry.bitmap_len * 8
+            hazards.append(Hazard("rounding_bug", (
+                f"V{geometry.version} rounding bug: the bitmap has {geometry.bitmap_len} bytes "
+                f"({geometry.bitmap_len * 8} bits) for {geometry.sectors} sectors; "
+                f"the last {uncovered} sectors have no bit, so the kernel's bitmap write-back for them lands "
+                "after the bitmap and is never read back; ubdsim moo takes them from the backing "
+                "file, uml_moo from wherever the heap bytes past its bitmap buffer point")))
+            slack = _slack_after_bitmap(image, geometry)
+            if slack:
+                hazards.append(Hazard("bits_after_bitmap", (
+                    f"{slack} bits are set in the bytes between the bitmap's end and the data area: "
+                    "a kernel wrote sectors that have no bit; their data is in the COW file but "
+                    "no reader will see it")))
+        past = image.bits_past_end()
+        if past:
+            hazards.append(Hazard("bits_past_end", (
+                f"{past} bits are set for sectors past the last one ({geometry.sectors}): "
+                "written by something that is not the kernel, or a resized file")))
+        if image.bitmap_present < geometry.bitmap_len or st.st_size < geometry.data_offset:
+            hazards.append(Hazard("truncated", (
+                f"the file ({st.st_size} bytes) ends before the data area starts "
+                f"({geometry.data_offset}): truncated; missing bitmap bytes read as clear")))
+        return marked
+
+
+def _slack_after_bitmap(image: CowImage, geometry: Geometry) -> int:
+    """Set bits in the bytes between bitmap end and data_offset (where 2.4's word write-back
+    of the uncovered sectors' bits lands)."""
+    start = geometry.bitmap_offset + geometry.bitmap_len
+    length = max(0, min(geometry.data_offset, image.file_size) - start)
+    if not length:
+        return 0
+    data = os.pread(image.fd, length, start)
+    uncovered = geometry.sectors - geometry.bitmap_len * 8
+    bits = int.from_bytes(data, "little") & ((1 << uncovered) - 1)
+    return bin(bits).count("1")

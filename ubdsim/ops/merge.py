@@ -1,0 +1,286 @@
+"""Merging a COW file with its backing file (`ubdsim moo`), better than uml_moo at the edges.
+
+What uml_moo (uml-utilities 20070815) does, observed and read from its source, and what
+ubdsim does instead:
+- It merges `size / sectorsize` sectors: a final partial sector is dropped (a 4194404-byte
+  backing file becomes a 4194304-byte image). ubdsim merges every byte of `size`.
+- It copies one 512-byte sector per pread/pwrite and writes the new file through creat()
+  in place (a crash leaves half an image under the final name). ubdsim copies in chunks,
+  reads only the backing file's data extents and the bitmap's data extents, writes only
+  non-zero blocks (the new file is sparse), fsyncs, and renames into place atomically.
+- It tests bits as 64-bit words of a malloc'ed bitmap of exactly `bitmap_len` bytes: with
+  the V1/V2 rounding bug the bits of the last `sectors % 8` sectors are read from past the
+  buffer (heap bytes). ubdsim reads those sectors from the backing file, as the kernel's
+  cow_sizes() view implies (no bit = clean); `ubdsim info` reports the hazard.
+- `-d` merges in place; uml_moo checks the backing file's mtime first, so a second run after
+  a crash refuses (the first run changed the mtime). ubdsim writes a small journal next to
+  the COW file before the first write and removes it after the final fsync: a re-run finds it
+  and resumes (re-writing marked sectors is idempotent).
+- Neither the size/mtime check nor any lock stops uml_moo from merging a COW file that a
+  running kernel holds; ubdsim takes fcntl locks and refuses (see ops/locks.py).
+"""
+from __future__ import annotations
+
+import errno as _errno
+import json
+import os
+import stat
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from ..cow.create import CREATE_MODE, backing_size, fsync_directory
+from ..cow.image import CHUNK_BYTES, CowImage, data_extents, merge_intervals, read_fully
+from ..errors import BackingError, BackingMissing, MtimeMismatch, SizeMismatch, UbdError
+from .locks import lock_file
+
+ZERO_BLOCK = 4096                # granularity of holes left in the new file
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    """What a merge did (the `--json` summary of `ubdsim moo`)."""
+
+    cow: str
+    backing: str
+    output: str                  # the new file, or the backing file for an in-place merge
+    in_place: bool
+    resumed: bool                # an in-place merge that found its journal from a crashed run
+    size: int                    # bytes of the merged image
+    sectors: int
+    sectors_from_cow: int
+    sectors_from_backing: int
+    bytes_written: int
+    seconds: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def journal_path(cow_path: str) -> str:
+    """The in-place merge's journal: a hidden file next to the COW file."""
+    directory, name = os.path.split(os.path.abspath(cow_path))
+    return os.path.join(directory, f".{name}.ubdsim-merge")
+
+
+def check_backing(image: CowImage, backing: str, *, resume_ok: bool = False) -> os.stat_result:
+    """Refuse a backing file that is missing or whose size or mtime differ from the header.
+
+    Texts follow uml_moo's `Size mismatch (%ld vs %ld) of COW header vs backing file "%s"`
+    (header value first). `resume_ok` accepts an mtime mismatch (a journaled in-place merge).
+    """
+    try:
+        st = os.stat(backing)
+    except FileNotFoundError:
+        raise BackingMissing(f'backing file "{backing}" does not exist') from None
+    except OSError as err:
+        raise BackingError(f'cannot stat backing file "{backing}": {err.strerror}',
+                           errno=err.errno) from None
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+        raise BackingError(f'backing file "{backing}" is not a regular file or block device')
+    header = image.header
+    actual = backing_size(os.fsencode(backing))
+    if actual != header.size:
+        raise SizeMismatch(f'Size mismatch ({header.size} vs {actual}) of COW header vs backing '
+                           f'file "{backing}"', args=(header.size, actual))
+    mtime = int(st.st_mtime)
+    if (mtime & 0xFFFFFFFF) != header.mtime and not resume_ok:
+        raise MtimeMismatch(f'mtime mismatch ({header.mtime} vs {mtime}) of COW header vs backing '
+                            f'file "{backing}"', args=(header.mtime, mtime))
+    return st
+
+
+def write_nonzero(fd: int, data: memoryview, offset: int, block: int = ZERO_BLOCK) -> int:
+    """pwrite the blocks of `data` that are not all zero; returns bytes written.
+
+    Blocks are counted from `offset` rounded down to `block`, so holes line up with the
+    file system's blocks whatever the chunk alignment.
+    """
+    array = np.frombuffer(data, dtype=np.uint8)
+    if not array.any():
+        return 0
+    lead = offset % block
+    if lead == 0 and len(array) % block == 0:
+        nonzero = array.reshape(-1, block).any(axis=1)
+    else:
+        padded = np.zeros(-(-(lead + len(array)) // block) * block, dtype=np.uint8)
+        padded[lead:lead + len(array)] = array
+        nonzero = padded.reshape(-1, block).any(axis=1)
+    written = 0
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], nonzero.view(np.int8), [0]))))
+    for first, last in zip(edges[::2], edges[1::2]):
+        lo = max(int(first) * block - lead, 0)
+        hi = min(int(last) * block - lead, len(array))
+        written += _pwrite_all(fd, data[lo:hi], offset + lo)
+    return written
+
+
+def _pwrite_all(fd: int, data: memoryview, offset: int) -> int:
+    total = len(data)
+    while data:
+        n = os.pwrite(fd, data, offset)
+        if n <= 0:
+            raise OSError(_errno.EIO, "short write")
+        data, offset = data[n:], offset + n
+    return total
+
+
+def _marked_byte_ranges(image: CowImage):
+    ss, size = image.geometry.sectorsize, image.geometry.size
+    for start, count in image.marked_runs():
+        yield start * ss, min((start + count) * ss, size)
+
+
+def merge_new(cow: str, output: str, *, backing: str | None = None, force: bool = False,
+              chunk_bytes: int = CHUNK_BYTES, progress: Progress | None = None) -> MergeResult:
+    """Write the merged image to the new file `output` (uml_moo COW NEWFILE)."""
+    started = time.monotonic()
+    with CowImage.open(cow) as image:
+        lock_file(image.fd, cow, exclusive=False)
+        backing_path = backing if backing is not None else image.header.backing_path
+        check_backing(image, backing_path)
+        bfd = os.open(backing_path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            lock_file(bfd, backing_path, exclusive=False)
+            _refuse_output(output, force, (cow, backing_path))
+            directory = os.path.dirname(os.path.abspath(output))
+            ofd, temp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(output)}.",
+                                         suffix=".ubdsim-tmp")
+            try:
+                umask = os.umask(0)
+                os.umask(umask)
+                os.fchmod(ofd, CREATE_MODE & ~umask)
+                size = image.geometry.size
+                buf = memoryview(bytearray(chunk_bytes))
+                written = 0
+                extents = merge_intervals(data_extents(bfd, 0, size), _marked_byte_ranges(image))
+                for lo, hi in extents:
+                    for offset in range(lo, hi, chunk_bytes):
+                        n = min(chunk_bytes, hi - offset)
+                        image.read_into(buf[:n], offset, bfd)
+                        written += write_nonzero(ofd, buf[:n], offset)
+                        if progress:
+                            progress(offset + n, size)
+                os.ftruncate(ofd, size)
+                os.fsync(ofd)
+                os.close(ofd)
+                ofd = -1
+                os.rename(temp, output)
+                temp = None
+                fsync_directory(directory)
+            except BaseException:
+                if ofd >= 0:
+                    os.close(ofd)
+                if temp is not None:
+                    os.unlink(temp)
+                raise
+        finally:
+            os.close(bfd)
+        marked = image.count_marked()
+        return MergeResult(cow=cow, backing=backing_path, output=output, in_place=False,
+                           resumed=False, size=size, sectors=image.sectors, sectors_from_cow=marked,
+                           sectors_from_backing=image.sectors - marked, bytes_written=written,
+                           seconds=round(time.monotonic() - started, 6))
+
+
+def merge_in_place(cow: str, *, backing: str | None = None, chunk_bytes: int = CHUNK_BYTES,
+                   progress: Progress | None = None) -> MergeResult:
+    """Write the COW file's marked sectors into the backing file (uml_moo -d COW).
+
+    Crash-safe to re-run: a journal naming the backing file (device, inode, size, header
+    mtime) is fsynced before the first write and removed after the backing file's fsync.
+    """
+    started = time.monotonic()
+    with CowImage.open(cow) as image:
+        lock_file(image.fd, cow, exclusive=False)
+        backing_path = backing if backing is not None else image.header.backing_path
+        journal = journal_path(cow)
+        resumed = _journal_matches(journal, image, backing_path)
+        check_backing(image, backing_path, resume_ok=resumed)
+        bfd = os.open(backing_path, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            lock_file(bfd, backing_path, exclusive=True)
+            if not resumed:
+                _write_journal(journal, image, bfd, backing_path)
+            size, ss = image.geometry.size, image.geometry.sectorsize
+            total = image.count_marked() * ss
+            buf = memoryview(bytearray(chunk_bytes))
+            other = memoryview(bytearray(chunk_bytes))
+            written = done = 0
+            for lo, hi in _marked_byte_ranges(image):
+                for offset in range(lo, hi, chunk_bytes):
+                    n = min(chunk_bytes, hi - offset)
+                    read_fully(image.fd, n, image.geometry.data_offset + offset, buf[:n])
+                    # uml_moo: a zero sector in the COW file need not be written over a zero
+                    # sector of the backing file (keeps holes in a sparse backing file).
+                    if not np.frombuffer(buf[:n], dtype=np.uint8).any():
+                        read_fully(bfd, n, offset, other[:n])
+                        if not np.frombuffer(other[:n], dtype=np.uint8).any():
+                            done += n
+                            continue
+                    written += _pwrite_all(bfd, buf[:n], offset)
+                    done += n
+                    if progress:
+                        progress(done, total)
+            os.fsync(bfd)
+        finally:
+            os.close(bfd)
+        if os.path.exists(journal):
+            os.unlink(journal)
+            fsync_directory(os.path.dirname(journal))
+        marked = image.count_marked()
+        return MergeResult(cow=cow, backing=backing_path, output=backing_path, in_place=True,
+                           resumed=resumed, size=size, sectors=image.sectors,
+                           sectors_from_cow=marked, sectors_from_backing=image.sectors - marked,
+                           bytes_written=written, seconds=round(time.monotonic() - started, 6))
+
+
+def _refuse_output(output: str, force: bool, inputs: tuple[str, ...]) -> None:
+    """Never replace an input; replace another existing file only when forced."""
+    try:
+        out_st = os.stat(output)
+    except FileNotFoundError:
+        return
+    for path in inputs:
+        try:
+            if os.path.samestat(out_st, os.stat(path)):
+                raise UbdError(f"'{output}' is the same file as '{path}': refusing to replace an input",
+                               errno=_errno.EINVAL)
+        except FileNotFoundError:
+            pass
+    if not force:
+        raise UbdError(f"'{output}' already exists (use -f to replace it)", errno=_errno.EEXIST)
+    if not stat.S_ISREG(out_st.st_mode):
+        raise UbdError(f"'{output}' is not a regular file; not replacing it", errno=_errno.EINVAL)
+
+
+def _journal_record(image: CowImage, st: os.stat_result, backing: str) -> dict:
+    return {"backing": os.path.abspath(backing), "dev": st.st_dev, "ino": st.st_ino,
+            "size": image.header.size, "header_mtime": image.header.mtime}
+
+
+def _journal_matches(journal: str, image: CowImage, backing: str) -> bool:
+    """True when a crashed in-place merge of this COW file into this backing file left a journal."""
+    try:
+        with open(journal, encoding="utf-8") as f:
+            record = json.load(f)
+        st = os.stat(backing)
+    except (OSError, ValueError):
+        return False
+    return record == _journal_record(image, st, backing)
+
+
+def _write_journal(journal: str, image: CowImage, bfd: int, backing: str) -> None:
+    record = _journal_record(image, os.fstat(bfd), backing)
+    fd = os.open(journal, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, json.dumps(record).encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    fsync_directory(os.path.dirname(journal))
