@@ -136,9 +136,17 @@ class MappedRegion:
             self._map.flush()
 
     def close(self) -> None:
+        """Unmap now, or, while a caller still holds a view of `array`, when that view dies.
+
+        mmap.close() refuses (BufferError) while numpy views export its buffer; dropping our
+        reference lets the garbage collector unmap it once the last view is gone.
+        """
         if self._map is not None:
-            del self.array
-            self._map.close()
+            self.array = np.zeros(0, dtype=np.uint8)
+            try:
+                self._map.close()
+            except BufferError:
+                pass
             self._map = None
 
     def __enter__(self) -> "MappedRegion":
