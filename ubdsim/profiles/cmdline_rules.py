@@ -1,6 +1,13 @@
 """How each kernel parses `ubd` options (owned by the command-line work, issue 3).
 
-From: `arch/um/drivers/ubd_kern.c` ubd_setup_common(), ubd_setup(), udb_setup().
+From: `arch/um/drivers/ubd_kern.c` ubd_setup_common(), ubd_setup(), udb_setup(), parse_unit()
+[6.1]; the 2.4.20-4um ubd_setup() as described in ubd-behaviour.md section 2 [2.4];
+`init/main.c` parse_options() [2.4] and `kernel/params.c` parse_args() + `lib/cmdline.c`
+next_arg() [6.1] for how the command line is cut into options.
+
+Every difference between kernels is a field here, so a new kernel (2.4.26, 2.6) is a new row;
+`ubdsim.cmdline` only asks the row. The few places where the two drivers' control flow really
+differs are named by `setup_style` and `splitter`, each the key of one small function.
 """
 from __future__ import annotations
 
@@ -9,10 +16,47 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class CmdlineRules:
-    max_units: int
+    max_units: int               # MAX_DEV: 8 in 2.4, 16 in 6.1
     third_field: str | None      # "size" ([resize]), "serial" (6.1) or None (2.4-stock)
+    splitter: str                # "parse_options" (2.4 init/main.c) | "parse_args" (6.1
+                                 # kernel/params.c: quotes stripped, "--" hands the rest to init)
+    setup_style: str             # "ubd_setup_2_4" (prints as it goes) | "error_out_6_1"
+                                 # (ubd_setup_common() sets *error_out, ubd_setup() prints it)
+    unit_syntax: str             # "one_char" (2.4: '0'-'9' or 'a'-'z') | "strtoul_or_letter" (6.1)
+    flag_letters: str            # flag characters allowed between the unit and '='
+    flags_in_order: bool         # 2.4: optional 'r' then optional 's', nothing else
+    max_flag_chars: int | None   # 6.1: sizeof("rscdt=") - 1 = 6 flag characters at most
+    separators: bytes            # what splits file/backing/third field (2.4: ',' ; 6.1: ',' or ':')
+    value_fields: int            # how many fields the value is cut into: 2 (file, backing) or 3
+    last_field_keeps_rest: bool  # 2.4: the last field runs to the end (strchr), commas included;
+                                 # 6.1: strsep() cuts it too and anything after is ignored
+    empty_fields_absent: bool    # 6.1: an empty file/backing/serial is NULL; 2.4 keeps ""
+    fake_major: str              # "assign" (2.4: ubd=<n>) | "unsupported" (6.1: only a warning)
+    udb_typo_catcher: bool       # 6.1 __setup("udb", udb_setup)
+    printk_text_max: int | None  # 6.1 printk: a record keeps at most LOG_LINE_MAX - 1 = 991
+                                 # bytes, KERN_<level> prefix included (None: not modelled)
 
 
-CMDLINE_2_4_RESIZE = CmdlineRules(max_units=8, third_field="size")
-CMDLINE_2_4_STOCK = CmdlineRules(max_units=8, third_field=None)
-CMDLINE_6_1 = CmdlineRules(max_units=16, third_field="serial")
+CMDLINE_2_4_RESIZE = CmdlineRules(
+    max_units=8, third_field="size", splitter="parse_options", setup_style="ubd_setup_2_4",
+    unit_syntax="one_char", flag_letters="rs", flags_in_order=True, max_flag_chars=None,
+    separators=b",", value_fields=3, last_field_keeps_rest=True,
+    empty_fields_absent=False, fake_major="assign",
+    udb_typo_catcher=False,
+    printk_text_max=None)
+
+CMDLINE_2_4_STOCK = CmdlineRules(
+    max_units=8, third_field=None, splitter="parse_options", setup_style="ubd_setup_2_4",
+    unit_syntax="one_char", flag_letters="rs", flags_in_order=True, max_flag_chars=None,
+    separators=b",", value_fields=2, last_field_keeps_rest=True,
+    empty_fields_absent=False, fake_major="assign",
+    udb_typo_catcher=False,
+    printk_text_max=None)
+
+CMDLINE_6_1 = CmdlineRules(
+    max_units=16, third_field="serial", splitter="parse_args", setup_style="error_out_6_1",
+    unit_syntax="strtoul_or_letter", flag_letters="rscdt", flags_in_order=False, max_flag_chars=6,
+    separators=b",:", value_fields=3, last_field_keeps_rest=False,
+    empty_fields_absent=True, fake_major="unsupported",
+    udb_typo_catcher=True,
+    printk_text_max=991)
