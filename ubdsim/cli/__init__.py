@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import os
 import importlib
 import importlib.util
 import sys
@@ -72,6 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(rest)
     try:
         return int(module.run(args))
+    except BrokenPipeError:
+        # `ubdsim info x | head`: the reader left; that is not an error of ours (exit as
+        # a shell would, without a traceback from flushing stdout at exit).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return ERROR
     except UbdError as err:
         print(f"ubdsim {name}: error: {err}", file=sys.stderr)
         return getattr(err, "exit_code", ERROR)
