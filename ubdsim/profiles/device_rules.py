@@ -1,7 +1,8 @@
 """How each kernel opens and serves a unit (owned by the device work, issue 4).
 
-From: `arch/um/drivers/ubd_kern.c` open_ubd_file(), ubd_file_size(), update_bitmap(),
-do_io() [6.1]; 2.4.20-4um ubd_kern.c for the 2.4 rows.
+From: `arch/um/drivers/ubd_kern.c` open_ubd_file(), path_requires_switch(), ubd_file_size(),
+ubd_add(), cowify_bitmap(), do_io() [6.1]; 2.4.20-4um ubd_kern.c (as the spec describes it)
+for the 2.4 rows.
 """
 from __future__ import annotations
 
@@ -12,8 +13,55 @@ from dataclasses import dataclass
 class DeviceRules:
     resize_patch: bool           # [resize]: third field grows the device (2.4 + patch only)
     takes_locks: bool            # 6.1: fcntl(F_SETLK) on every file opened
+    # ubd_add(): 6.1 ROUND_BLOCK() rounds the backing size up to 512; 2.4 keeps whole KiB.
+    size_granule: int
+    size_rounds_up: bool
+    # cowify_bitmap(): sizeof(unsigned long) of the kernel's build (i386: 4, x86_64: 8).
+    bitmap_word: int
+    # 6.1 steps back one word when the first word is the bitmap's last (Lynn Kerby's fix).
+    bitmap_end_guard: bool
+    # Bytes per request segment (a bio_vec: one page); each segment writes its own bitmap words.
+    segment_bytes: int
+    # path_requires_switch(): 6.1 switches when the header's path cannot be stat'ed;
+    # 2.4 treats a failed stat of either path as "same file".
+    switch_if_header_unstatable: bool
+    # 6.1 prints "Creating ..." after create_cow_file() succeeded; 2.4 announces it first.
+    announce_creation_first: bool
+    # init_cow_file(): 6.1 writes one zero byte at the end; 2.4 extends the file as a hole.
+    creation_trailing_byte: bool
+    supports_discard: bool       # REQ_OP_DISCARD / WRITE_ZEROES exist (6.1, unless flag t)
+    flush_syncs_first_fd: bool   # do_io() REQ_OP_FLUSH: fdatasync(fds[0]) (6.1)
+    # ubd_open(): 6.1 prints "ubdX: Can't open ..." after a failed open; 2.4 does not.
+    reports_cant_open: bool
+    # [resize]: accept a COW whose header size exceeds the backing size when the tail is marked.
+    accepts_grown_cow: bool
+    # ubd_open_dev() [6.1]: blk_queue_max_hw_sectors(8 * sizeof(long)) for a COW unit: requests
+    # of at most this many sectors (None: no driver limit worth modelling).
+    cow_request_sectors: int | None
+    # do_io() [6.1]: after each segment `req->offset += len` adds the LAST run's length, not
+    # the segment's: a read request whose segment mixes set and clear bits reads every later
+    # segment of the request from a shifted offset (measured with linux.uml).
+    read_offset_drift: bool
+    # do_io() [6.1]: after a partial pread the loop reads again at the SAME offset into the
+    # advanced buffer, so a sector cut by EOF repeats its tail bytes instead of zero-filling.
+    short_read_rereads: bool
 
 
-DEVICE_2_4_RESIZE = DeviceRules(resize_patch=True, takes_locks=False)
-DEVICE_2_4_STOCK = DeviceRules(resize_patch=False, takes_locks=False)
-DEVICE_6_1 = DeviceRules(resize_patch=False, takes_locks=True)
+DEVICE_2_4_RESIZE = DeviceRules(
+    resize_patch=True, takes_locks=False, size_granule=1024, size_rounds_up=False,
+    bitmap_word=4, bitmap_end_guard=False, segment_bytes=4096, switch_if_header_unstatable=False,
+    announce_creation_first=True, creation_trailing_byte=False, supports_discard=False,
+    flush_syncs_first_fd=False, reports_cant_open=False, accepts_grown_cow=True,
+    cow_request_sectors=None, read_offset_drift=False, short_read_rereads=False)
+DEVICE_2_4_STOCK = DeviceRules(
+    resize_patch=False, takes_locks=False, size_granule=1024, size_rounds_up=False,
+    bitmap_word=4, bitmap_end_guard=False, segment_bytes=4096, switch_if_header_unstatable=False,
+    announce_creation_first=True, creation_trailing_byte=False, supports_discard=False,
+    flush_syncs_first_fd=False, reports_cant_open=False, accepts_grown_cow=False,
+    cow_request_sectors=None, read_offset_drift=False, short_read_rereads=False)
+DEVICE_6_1 = DeviceRules(
+    resize_patch=False, takes_locks=True, size_granule=512, size_rounds_up=True,
+    bitmap_word=8, bitmap_end_guard=True, segment_bytes=4096, switch_if_header_unstatable=True,
+    announce_creation_first=False, creation_trailing_byte=True, supports_discard=True,
+    flush_syncs_first_fd=True, reports_cant_open=True, accepts_grown_cow=False,
+    cow_request_sectors=64, read_offset_drift=True, short_read_rereads=True)

@@ -1,0 +1,24 @@
+"""The ubd device model: what the driver does between the command line and a served sector.
+
+Front ends (the guest harness, the NBD server, tools) use it like this::
+
+    from ubdsim.cmdline.parse import parse_command_line      # -> ParseResult
+    from ubdsim.device.open import boot_units, open_unit
+    from ubdsim.device.events import EventBus
+
+    bus = EventBus(lambda ev: ev.kind == "message" and log(ev.data["text"]))
+    units, messages, failures = boot_units(parsed.units, profile, bus)
+    # units:    {n: Unit} for every unit that opened (a failed unit is absent)
+    # messages: the kernel log lines of all opens, in print order (also sent as events)
+    # failures: {n: UbdError} with .errno and .printed (the lines that unit printed)
+
+    unit = open_unit(UnitSpec(0, "cow.img", "backing.img"), profile)   # one unit; raises UbdError
+    unit.read(off, n) / unit.write(off, data) / unit.discard(off, n) / unit.write_zeroes(off, n)
+    unit.flush() / unit.close()          # also a context manager
+    unit.size, unit.readonly, unit.messages, unit.cow (None for raw), unit.backing_path
+
+Modules: `open` (ubd_open_dev/open_ubd_file: sizing, creation, switch, checks, locks),
+`unit` (the I/O path: cowify + do_io + update_bitmap), `resize` ([resize] patch),
+`locking` (fcntl locks, 6.1), `events` (structured events), `hostio` (the host calls with
+the kernel's short-I/O rules), `api` (the BlockDevice protocol front ends code against).
+"""

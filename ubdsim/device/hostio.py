@@ -1,0 +1,84 @@
+"""The host file operations the driver's I/O thread uses, with the kernel's short-I/O rules.
+
+From: `arch/um/os-Linux/file.c` os_pread_file(), os_pwrite_file(), os_falloc_punch(),
+os_falloc_zeroes(), os_sync_file() [6.1]. Python's os module has no fallocate() with mode
+flags, so punch/zero-range go through libc via ctypes.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+FALLOC_FL_ZERO_RANGE = 0x10
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
+_libc.fallocate.restype = ctypes.c_int
+
+
+def fallocate(fd: int, mode: int, offset: int, length: int) -> None:
+    """fallocate(2) with `mode` flags; raises OSError like the os module does."""
+    if _libc.fallocate(fd, mode, offset, length) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def pread_full(fd: int, length: int, offset: int) -> bytes:
+    """do_io() REQ_OP_READ: read until `length` or EOF; the rest is zero-filled."""
+    chunks = []
+    got = 0
+    while got < length:
+        chunk = os.pread(fd, length - got, offset + got)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        got += len(chunk)
+    data = b"".join(chunks)
+    return data if got == length else data + bytes(length - got)
+
+
+def pwrite_once(fd: int, data: bytes | memoryview, offset: int) -> None:
+    """do_io() REQ_OP_WRITE: one pwrite; a short write is an I/O error (the kernel never retries)."""
+    written = os.pwrite(fd, data, offset)
+    if written != len(data):
+        raise OSError(28, "short write")  # ENOSPC is what a short pwrite nearly always means
+
+
+def data_extents(fd: int, start: int, end: int) -> list[tuple[int, int]]:
+    """Allocated (data) extents of [start, end) as (offset, length), via SEEK_DATA/SEEK_HOLE."""
+    extents = []
+    position = start
+    while position < end:
+        try:
+            data = os.lseek(fd, position, os.SEEK_DATA)
+        except OSError:        # ENXIO: no data at or after position
+            break
+        if data >= end:
+            break
+        hole = min(os.lseek(fd, data, os.SEEK_HOLE), end)
+        extents.append((data, hole - data))
+        position = hole
+    return extents
+
+
+def pread_like_do_io(fd: int, length: int, offset: int) -> tuple[bytes, int]:
+    """do_io() REQ_OP_READ [6.1], loop for loop: after a partial read it advances the buffer
+    and shrinks `len`, but reads again at the SAME `off`; stops when a read fills what is
+    left or returns 0, then zero-fills the rest. Returns (data, the final `len`), which the
+    caller needs because do_io() adds that `len` to the request's offset.
+
+    So a sector cut by the end of the file gets the tail bytes repeated, not zeros."""
+    buf = bytearray(length)
+    position, remaining, got = 0, length, 0
+    while True:
+        position += got
+        remaining -= got
+        chunk = os.pread(fd, remaining, offset)
+        got = len(chunk)
+        buf[position:position + got] = chunk
+        if not (got < remaining and got != 0):
+            break
+    return bytes(buf), remaining

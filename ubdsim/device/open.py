@@ -1,0 +1,502 @@
+"""Opening units the way the driver does at boot: size, open, create, switch, check, lock.
+
+From: `arch/um/drivers/ubd_kern.c` ubd_init() -> ubd_add() -> ubd_file_size() (device size),
+then the partition scan's ubd_open() -> ubd_open_dev() -> open_ubd_file(),
+path_requires_switch(), backing_file_mismatch(), create_cow_file() [6.1]; 2.4.20-4um as the
+spec describes it, plus the [resize] patch (`resize.py`).
+
+Every printk goes into the unit's `messages` (and out as a `message` event) in print order;
+a unit that fails to open raises UbdError whose `printed` attribute holds the lines printed.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Iterable, Mapping
+
+from ..cmdline.spec import UnitSpec
+from ..cow import bitmap as bits
+from ..cow.create import Tail, header_for_backing, write_cow
+from ..cow.header import CowHeader, pack_header, read_header
+from ..cow.layouts import HEADER_READ_SIZE
+from ..cow.sizes import div_round
+from ..errors import (BackingError, CowFormatError, MtimeMismatch, ResizeError, SizeMismatch,
+                      UbdError)
+from ..messages import render
+from ..profiles import Profile
+from .api import SECTOR_SIZE
+from .events import EventBus, EventSink, as_bus
+from .locking import lock_file
+from .resize import resize_file
+from .unit import CowState, Unit, load_bitmap
+
+
+class _Log:
+    """The kernel log of one unit's open: rendered lines, also sent out as events."""
+
+    def __init__(self, family: str, unit: int, events: EventBus) -> None:
+        self.family, self.unit, self.events = family, unit, events
+        self.lines: list[str] = []
+
+    def __call__(self, msg_id: str, *args: object) -> None:
+        text = render(msg_id, self.family, *args)
+        self.lines.append(text)
+        if self.events.active:
+            self.events.emit("message", self.unit, msg_id=msg_id, text=text)
+
+
+class _OpenFailed(Exception):
+    """Internal: the open failed with this (positive) errno after printing its messages."""
+
+    def __init__(self, code: int, error: UbdError | None = None) -> None:
+        super().__init__(code)
+        self.code = code
+        self.error = error
+        self.at_add = False          # failed in ubd_add() (no disk): no ubd_open() line
+
+
+def _disk_name(unit: int) -> str:
+    return "ubd" + chr(ord("a") + unit)
+
+
+def file_size(path: str, log: _Log) -> int:
+    """os_file_size() [6.1]: st_size, or the size of a block device; prints on a failed stat."""
+    try:
+        st = os.stat(path)
+    except OSError as err:
+        log("device.stat_failed", path, err.errno)
+        raise _OpenFailed(err.errno) from None
+    if stat.S_ISBLK(st.st_mode):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            return os.lseek(fd, 0, os.SEEK_END)
+        finally:
+            os.close(fd)
+    return st.st_size
+
+
+def _read_header(fd: int, profile: Profile) -> CowHeader:
+    return read_header(os.pread(fd, HEADER_READ_SIZE, 0), profile.format)
+
+
+def device_size(spec: UnitSpec, profile: Profile, log: _Log) -> int:
+    """ubd_add() + ubd_file_size(): the size comes from the backing file named on the command
+    line, else from the backing file a COW header names (even with flag d: the header is read
+    anyway), else from the file itself; then [6.1] rounded up to 512, [2.4] down to 1 KiB."""
+    if spec.backing is not None:
+        source = spec.backing
+    else:
+        try:
+            fd = os.open(spec.file, os.O_RDONLY)
+        except OSError as err:
+            raise _OpenFailed(err.errno) from None
+        try:
+            source = _read_header(fd, profile).backing_path
+        except CowFormatError:
+            source = spec.file
+        finally:
+            os.close(fd)
+    size = file_size(source, log)
+    rules = profile.device
+    granule = rules.size_granule
+    return div_round(size, granule) * granule if rules.size_rounds_up else size // granule * granule
+
+
+def _open_file(path: str, writable: bool, sync: bool, create: bool = False) -> int:
+    """os_open_file(): O_RDWR or O_RDONLY, O_SYNC for flag s, O_CREAT for a COW being made."""
+    flags = (os.O_RDWR if writable else os.O_RDONLY) | os.O_CLOEXEC
+    if sync:
+        flags |= os.O_SYNC
+    if create:
+        flags |= os.O_CREAT
+    return os.open(path, flags, 0o644)
+
+
+def _open_with_fallback(path: str, writable: bool, sync: bool, create: bool = False
+                        ) -> tuple[int, bool]:
+    """open_ubd_file(): on EROFS/EACCES a writable open is retried read-only."""
+    try:
+        return _open_file(path, writable, sync, create), writable
+    except OSError as err:
+        if not writable or err.errno not in (errno.EROFS, errno.EACCES):
+            raise
+    return _open_file(path, False, sync, create), False
+
+
+def _lock(fd: int, path: str, writable: bool, shared: bool, profile: Profile, log: _Log) -> None:
+    """open_ubd_file() [6.1]: `Not locking` for flag c, else os_lock_file(); [2.4] nothing."""
+    if not profile.device.takes_locks:
+        return
+    if shared:
+        log("device.not_locking", path)
+        return
+    printed: list[tuple[str, tuple]] = []
+    try:
+        lock_file(fd, path, writable, printed)
+    except UbdError as err:
+        for msg_id, args in printed:
+            log(msg_id, *args)
+        raise _OpenFailed(err.errno, err) from None
+
+
+def _same_file(requested: str, from_cow: str, cow_file: str, profile: Profile, log: _Log) -> bool:
+    """not path_requires_switch(): same string, or same device and inode."""
+    if requested == from_cow:
+        return True
+    try:
+        first = os.stat(requested)
+    except OSError as err:
+        if profile.device.switch_if_header_unstatable:
+            log("device.couldnt_stat", requested, err.errno)
+        return True
+    try:
+        second = os.stat(from_cow)
+    except OSError as err:
+        # [6.1] an unreachable header path asks for the switch; [2.4] counts as "same".
+        if profile.device.switch_if_header_unstatable:
+            log("device.couldnt_stat", from_cow, err.errno)
+            return False
+        return True
+    if (first.st_dev, first.st_ino) == (second.st_dev, second.st_ino):
+        return True
+    log("device.backing_mismatch", requested, from_cow, cow_file)
+    return False
+
+
+def _mismatch(path: str, header: CowHeader, log: _Log, profile: Profile,
+              tail_marked=None) -> BackingError | None:
+    """backing_file_mismatch(): None when `path` has the header's size and mtime, else the
+    error (its errno is what the kernel returns).
+
+    [resize] profile 2.4 accepts a header size larger than the file when the mtime matches
+    and `tail_marked(size)` says every sector past the file's end is marked in the bitmap.
+    """
+    try:
+        modtime = int(os.stat(path).st_mtime)
+    except OSError as err:
+        log("device.stat_failed", path, err.errno)
+        log("device.no_modtime", path, err.errno)
+        return BackingError(f"cannot stat backing file '{path}': {err.strerror}", errno=err.errno)
+    try:
+        actual = file_size(path, log)
+    except _OpenFailed as failed:
+        log("device.no_backing_size", path, failed.code)
+        return BackingError(f"cannot get the size of backing file '{path}'", errno=failed.code)
+    if actual != header.size:
+        grown_ok = (profile.device.accepts_grown_cow and header.size > actual
+                    and modtime == header.mtime and tail_marked is not None and tail_marked(actual))
+        if not grown_ok:
+            log("device.size_mismatch", header.size, actual)
+            return SizeMismatch(f"size mismatch: COW header says {header.size} bytes, backing file "
+                                f"'{path}' has {actual}", errno=errno.EINVAL,
+                                msg_id="device.size_mismatch", args=(header.size, actual))
+    if modtime != header.mtime:
+        log("device.mtime_mismatch", header.mtime, modtime)
+        return MtimeMismatch(f"mtime mismatch: COW header says {header.mtime}, backing file "
+                             f"'{path}' has {modtime}", errno=errno.EINVAL,
+                             msg_id="device.mtime_mismatch", args=(header.mtime, modtime))
+    return None
+
+
+def _tail_checker(fd: int, header: CowHeader):
+    """[resize] is every sector from the backing file's end to the header's end marked?
+    (The bitmap is memory-mapped and scanned in chunks: no full read of a large bitmap.)"""
+
+    def marked(backing_size: int) -> bool:
+        geometry = header.geometry()
+        first = div_round(backing_size, SECTOR_SIZE)
+        last = min(geometry.sectors, geometry.bitmap_len * 8)   # the V2 rounding bug drops bits
+        if first >= last:
+            return True
+        if os.fstat(fd).st_size < geometry.bitmap_offset + geometry.bitmap_len:
+            return False
+        with bits.MappedRegion(fd, geometry.bitmap_offset, geometry.bitmap_len, False) as region:
+            return all(allocated for allocated, _, _ in bits.iter_runs(region.array, first, last - first))
+    return marked
+
+
+def _write_switch_header(fd: int, cow_file: str, requested: str, header: CowHeader,
+                         profile: Profile, log: _Log) -> int:
+    """write_cow_header() as the switch calls it: the profile's version ([6.1] always V3, over
+    whatever was there), the old sector size and alignment, the new absolute path, size, mtime.
+    Returns the errno on failure, after printing the kernel's message."""
+    version = profile.format.switch_version
+    try:
+        new = header_for_backing(requested, version=version, alignment=header.alignment,
+                                 sectorsize=header.sectorsize)
+        os.pwrite(fd, pack_header(new), 0)
+    except UbdError as err:
+        if err.msg_id:
+            log(err.msg_id, *err.msg_args)
+        return err.errno
+    except OSError as err:
+        log("cow.header_write_failed", cow_file, err.errno)
+        return err.errno
+    return 0
+
+
+def _create(spec: UnitSpec, writable: bool, profile: Profile, log: _Log, events: EventBus
+            ) -> tuple[int, bool]:
+    """create_cow_file() + init_cow_file(): open with O_CREAT (no O_EXCL), lock (even with
+    flag c), write the header, set the length. A read-only unit gets a 0-byte file and EBADF
+    on the header write, as linux.uml does. Not crash-safe, on purpose: it is the kernel's."""
+    rules = profile.device
+    if rules.announce_creation_first:
+        log("device.creating", spec.file, spec.backing)
+    try:
+        fd, writable = _open_with_fallback(spec.file, writable, spec.sync, create=True)
+    except OSError as err:
+        log("device.cow_open_failed", spec.file, err.errno)
+        raise _OpenFailed(err.errno) from None
+    try:
+        _lock(fd, spec.file, writable, False, profile, log)
+        fmt = profile.format
+        try:
+            header = header_for_backing(spec.backing, version=fmt.created_version,
+                                        alignment=fmt.created_alignment or SECTOR_SIZE)
+        except UbdError as err:
+            if err.msg_id:
+                log(err.msg_id, *err.msg_args)
+            raise _OpenFailed(err.errno, err) from None
+        # write_cow_header()'s own write first, so its failure gets its own message (a
+        # read-only unit: EBADF, a 0-byte file left behind); write_cow() then repeats the
+        # header (same bytes) and sets the length as init_cow_file() does.
+        try:
+            os.pwrite(fd, pack_header(header), 0)
+        except OSError as err:
+            log("cow.header_write_failed", spec.file, err.errno)
+            raise _OpenFailed(err.errno) from None
+        tail = Tail.ZERO_BYTE if rules.creation_trailing_byte else Tail.TRUNCATE
+        try:
+            write_cow(fd, header, tail=tail)
+        except OSError as err:
+            log("cow.bitmap_write_failed", spec.file, err.errno)
+            raise _OpenFailed(err.errno) from None
+    except _OpenFailed as failed:
+        os.close(fd)
+        if rules.announce_creation_first:
+            log("device.creation_failed", spec.file, failed.code)
+        raise
+    if not rules.announce_creation_first:
+        log("device.creating", spec.file, spec.backing)
+    if events.active:
+        events.emit("create", spec.unit, file=spec.file, backing=spec.backing,
+                    version=header.version)
+    return fd, writable
+
+
+def open_unit(spec: UnitSpec, profile: Profile, events: EventBus | EventSink | None = None,
+              *, resize_mode: str = "safe") -> Unit:
+    """Open one configured unit as the kernel of `profile` would; returns a Unit.
+
+    Raises UbdError on failure; its `printed` attribute holds the kernel log lines (the unit
+    is then absent). `resize_mode` ("safe" or "in-place") applies to the [resize] patch only.
+    """
+    bus = as_bus(events)
+    log = _Log(profile.kernel_family, spec.unit, bus)
+    try:
+        unit = _open(spec, profile, log, bus, resize_mode)
+    except _OpenFailed as failed:
+        if profile.device.reports_cant_open and not failed.at_add:
+            log("device.cant_open", _disk_name(spec.unit), spec.file, failed.code)
+        error = failed.error or UbdError(f"unit {spec.unit} ({spec.file}) failed to open",
+                                         errno=failed.code)
+        error.printed = tuple(log.lines)  # type: ignore[attr-defined]
+        raise error from None
+    except OSError as err:
+        # A host failure the kernel has no message for (a directory given as a file, an I/O
+        # error while reading the bitmap...): the unit fails, the boot goes on.
+        error = UbdError(f"unit {spec.unit} ({spec.file}): {err.strerror}", errno=err.errno)
+        error.printed = tuple(log.lines)  # type: ignore[attr-defined]
+        raise error from None
+    unit.messages = tuple(log.lines)
+    return unit
+
+
+def _open(spec: UnitSpec, profile: Profile, log: _Log, bus: EventBus, resize_mode: str) -> Unit:
+    rules = profile.device
+    # ubd_add() -> ubd_file_size(): a failure here means no disk at all.
+    try:
+        size = device_size(spec, profile, log)
+    except _OpenFailed as failed:
+        if rules.reports_cant_open:
+            log("device.init_failed", spec.unit, render("device.no_size", profile.kernel_family))
+        failed.at_add = True
+        raise
+    writable = not spec.readonly
+    fd, writable, header, backing = _open_ubd_file(spec, writable, profile, log, bus)
+    try:
+        cow = None
+        if header is not None:
+            cow = _attach_cow(fd, spec, header, backing, profile, log)
+        if cow is not None and rules.resize_patch and spec.size is not None:
+            fd, cow = _resize_on_open(fd, spec, cow, writable, profile, log, bus, resize_mode)
+        if cow is not None and cow.header.size > size and rules.accepts_grown_cow:
+            size = cow.header.size // rules.size_granule * rules.size_granule
+    except _OpenFailed:
+        os.close(fd)
+        raise
+    unit = Unit(number=spec.unit, profile=profile, path=spec.file, fd=fd, writable=writable,
+                sync=spec.sync, size=size, cow=cow, no_trim=spec.no_trim, events=bus)
+    if bus.active:
+        bus.emit("open", spec.unit, file=spec.file, backing=unit.backing_path, readonly=not writable,
+                 sync=spec.sync, cow=cow is not None, size=size)
+    return unit
+
+
+def _open_ubd_file(spec: UnitSpec, writable: bool, profile: Profile, log: _Log, bus: EventBus
+                   ) -> tuple[int, bool, CowHeader | None, str | None]:
+    """open_ubd_file() (with create_cow_file() on ENOENT) as ubd_open_dev() calls it:
+    (fd, writable, header or None for a raw file, backing path to use). Any failure prints
+    ubd_open_dev()'s `Failed to open` line."""
+    try:
+        try:
+            fd, writable = _open_with_fallback(spec.file, writable, spec.sync)
+        except OSError as err:
+            if err.errno == errno.ENOENT and spec.backing is not None:
+                fd, writable = _create(spec, writable, profile, log, bus)
+                # ubd_open_dev(): after creation the geometry is init_cow_file()'s and the
+                # backing file is the command line's name, with no header check.
+                return fd, writable, _read_header(fd, profile), spec.backing
+            raise _OpenFailed(err.errno) from None
+        try:
+            _lock(fd, spec.file, writable, spec.shared, profile, log)
+            if spec.no_cow:
+                return fd, writable, None, None
+            header, backing = _check_cow(fd, spec, profile, log, bus)
+        except _OpenFailed:
+            os.close(fd)
+            raise
+        return fd, writable, header, backing
+    except _OpenFailed as failed:
+        log("device.open_failed", spec.file, failed.code)
+        raise
+
+
+def _check_cow(fd: int, spec: UnitSpec, profile: Profile, log: _Log, bus: EventBus
+               ) -> tuple[CowHeader | None, str | None]:
+    """open_ubd_file() after the lock: read the header, switch or check the backing file."""
+    try:
+        header = _read_header(fd, profile)
+    except CowFormatError as err:
+        for msg_id in getattr(err, "printed", ()):
+            log(msg_id)
+        if spec.backing is None:
+            return None, None
+        log("device.read_header_failed", spec.file, errno.EINVAL)
+        raise _OpenFailed(errno.EINVAL, err) from None
+    for msg_id in header.notes:
+        log(msg_id)
+    requested = spec.backing
+    switch = requested is not None and not _same_file(requested, header.backing_path, spec.file,
+                                                      profile, log)
+    tail = _tail_checker(fd, header)
+    if switch and _mismatch(requested, header, log, profile, tail) is None:
+        log("device.switching", requested)
+        code = _write_switch_header(fd, spec.file, requested, header, profile, log)
+        if code:
+            log("device.switch_failed", code)
+            raise _OpenFailed(code)
+        if bus.active:
+            bus.emit("switch", spec.unit, file=spec.file, old_backing=header.backing_path,
+                     new_backing=requested, version=profile.format.switch_version)
+        # open_ubd_file() keeps the OLD version and offsets for the rest of THIS open, but that
+        # open is the boot's partition scan, which closes the device again; the guest's first
+        # open re-reads the rewritten header (measured: after a V2 -> V3 switch the guest reads
+        # through the V3 geometry). The Unit serves what the guest sees: the new header.
+        return _read_header(fd, profile), requested
+    backing = header.backing_path
+    problem = _mismatch(backing, header, log, profile, tail)
+    if problem is not None:
+        raise _OpenFailed(problem.errno, problem)
+    return header, backing
+
+
+def _attach_cow(fd: int, spec: UnitSpec, header: CowHeader, backing: str, profile: Profile,
+                log: _Log) -> CowState:
+    """ubd_open_dev() after open_ubd_file(): read the bitmap, open the backing file read-only
+    (locked F_RDLCK unless flag c). Failures here print no `Failed to open` line."""
+    geometry = header.geometry()
+    bitmap, region = load_bitmap(fd, geometry, profile.device.bitmap_word)
+    state = CowState(header=header, geometry=geometry, backing_path=backing, backing_fd=-1,
+                     bitmap=bitmap, bitmap_map=region)
+    del bitmap
+    try:
+        state.backing_fd = _open_file(backing, False, spec.sync)
+    except OSError as err:
+        state.release()
+        raise _OpenFailed(err.errno) from None
+    try:
+        _lock(state.backing_fd, backing, False, spec.shared, profile, log)
+    except _OpenFailed:
+        os.close(state.backing_fd)
+        state.release()
+        raise
+    return state
+
+
+def _resize_on_open(fd: int, spec: UnitSpec, cow: CowState, writable: bool, profile: Profile,
+                    log: _Log, bus: EventBus, mode: str) -> tuple[int, CowState]:
+    """[resize] the size field asks for a larger device: grow the COW file (resize.py), print
+    `*** Resizing cow file: OLD -> NEW` (file lengths), and reopen it. Equal: nothing.
+    Smaller (or a read-only unit): refused, nothing changed, the unit fails to open."""
+    old = cow.header.size
+    if spec.size == old:
+        return fd, cow
+    if spec.size < old or not writable:
+        log("device.resize_smaller", spec.file, old, spec.size)
+        raise _OpenFailed(errno.EINVAL if writable else errno.EROFS,
+                          ResizeError(f"refusing to resize '{spec.file}' from {old} to {spec.size} "
+                                      "bytes" + ("" if writable else " (read-only unit)"),
+                                      errno=errno.EINVAL if writable else errno.EROFS,
+                                      msg_id="device.resize_smaller",
+                                      args=(spec.file, old, spec.size)))
+    backing_size = os.fstat(cow.backing_fd).st_size
+    try:
+        old_length, new_length = resize_file(spec.file, spec.size, backing_size, mode=mode)
+    except (OSError, UbdError) as err:
+        code = getattr(err, "errno", None) or errno.EIO
+        raise _OpenFailed(code, ResizeError(f"resizing '{spec.file}' failed: {err}", errno=code)) from None
+    log("device.resizing", old_length, new_length)
+    if bus.active:
+        bus.emit("resize", spec.unit, file=spec.file, old_length=old_length, new_length=new_length,
+                 old_size=old, new_size=spec.size)
+    # The safe mode renamed a new inode into place: reopen the name, re-read header and bitmap.
+    os.close(cow.backing_fd)
+    cow.release()
+    os.close(fd)
+    fd = _open_file(spec.file, writable, spec.sync)
+    header = _read_header(fd, profile)
+    geometry = header.geometry()
+    bitmap, region = load_bitmap(fd, geometry, profile.device.bitmap_word)
+    backing_fd = _open_file(cow.backing_path, False, spec.sync)
+    return fd, CowState(header=header, geometry=geometry, backing_path=cow.backing_path,
+                        backing_fd=backing_fd, bitmap=bitmap, bitmap_map=region)
+
+
+def boot_units(specs: Mapping[int, UnitSpec] | Iterable[UnitSpec], profile: Profile,
+               events: EventBus | EventSink | None = None, *, resize_mode: str = "safe"
+               ) -> tuple[dict[int, Unit], list[str], dict[int, UbdError]]:
+    """ubd_init(): open units 0, 1, 2... in order; returns (units, messages, failures).
+
+    `messages` are the kernel log lines in print order; a failed unit is absent from `units`
+    and its error (errno, printed lines) is in `failures`.
+    """
+    items = specs.values() if isinstance(specs, Mapping) else specs
+    units: dict[int, Unit] = {}
+    failures: dict[int, UbdError] = {}
+    messages: list[str] = []
+    for spec in sorted(items, key=lambda s: s.unit):
+        try:
+            unit = open_unit(spec, profile, events, resize_mode=resize_mode)
+        except UbdError as err:
+            messages.extend(getattr(err, "printed", ()))
+            failures[spec.unit] = err
+            continue
+        messages.extend(unit.messages)
+        units[spec.unit] = unit
+    return units, messages, failures
+
+
+__all__ = ["open_unit", "boot_units", "device_size", "file_size"]

@@ -1,0 +1,397 @@
+"""One opened ubd unit: the I/O path from a block request to host files.
+
+From: `arch/um/drivers/ubd_kern.c` ubd_map_req(), cowify_req(), cowify_bitmap(),
+ubd_alloc_req(), do_io(), update_bitmap() [6.1], and the 2.4.20 cowify_req() as the spec
+describes it. A request (one `read`/`write`/`discard` call) is cut into segments the way the
+block layer hands bio_vecs to the driver (one page each, from the request's start: what a
+page-aligned guest buffer gives). For a COW unit, the kernel first maps EVERY segment of the
+request (sets the bits in its in-memory bitmap and snapshots the two bitmap words each segment
+will write back), then for each segment writes the data and then those words. That order is
+reproduced exactly, because it decides which crash states are possible: data without its bit,
+or (on a reordering host) a bit without its data.
+
+Reads reproduce 6.1's do_io() arithmetic, bugs included (both measured with linux.uml): a COW
+unit's request is at most 64 sectors; after each segment the request offset advances by the
+LAST RUN's length, so once a segment mixes set and clear bits every later segment of that
+request reads from a shifted offset; and a run cut by the end of its file re-reads at the
+same offset, repeating the tail bytes instead of zero-filling. 2.4 has neither.
+
+The in-memory bitmap is the kernel's vmalloc'ed copy: loaded once at open, authoritative for
+reads, and written to the file only word pair by word pair. It lives in an anonymous mmap
+(zero pages cost nothing), is loaded skipping holes, and is larger than `bitmap_len` so the
+2.4 write-back without an end guard can read (and write to the file) words past the bitmap,
+as the kernel did.
+"""
+from __future__ import annotations
+
+import errno
+import mmap
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..cow import bitmap as bits
+from ..cow.header import CowHeader
+from ..cow.sizes import Geometry
+from ..errors import DeviceIOError, UbdError
+from ..profiles import Profile
+from .api import SECTOR_SIZE
+from .events import EventBus
+from .hostio import (FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, data_extents,
+                     fallocate, pread_full, pread_like_do_io, pwrite_once)
+
+# ubd_kern.c UBD_MAX_REQUEST [6.1]: 8 * sizeof(long) sectors per discard/zeroes request.
+MAX_DISCARD_SECTORS = 64
+
+
+@dataclass
+class CowState:
+    """The `cow` part of the kernel's struct ubd: backing fd and the bitmap."""
+
+    header: CowHeader
+    geometry: Geometry
+    backing_path: str
+    backing_fd: int
+    bitmap: np.ndarray          # in-memory bitmap (uint8), longer than bitmap_len
+    bitmap_map: mmap.mmap
+
+    def release(self) -> None:
+        """Free the bitmap (the numpy view must go first: mmap refuses to close under it)."""
+        self.bitmap = None  # type: ignore[assignment]
+        self.bitmap_map.close()
+
+
+def load_bitmap(fd: int, geometry: Geometry, word: int) -> tuple[np.ndarray, mmap.mmap]:
+    """read_cow_bitmap(): bitmap_len bytes at bitmap_offset into fresh (zeroed) memory.
+
+    Only the file's data extents are read, so a fresh bitmap of a 1 TiB device costs nothing.
+    The buffer covers every sector's bit plus two spare words, rounded to pages like vmalloc.
+    """
+    sectors = geometry.sectors
+    need = max(geometry.bitmap_len, ((max(sectors - 1, 0)) // (8 * word) + 2) * word)
+    length = -(-max(need, 1) // mmap.PAGESIZE) * mmap.PAGESIZE
+    region = mmap.mmap(-1, length)
+    array = np.frombuffer(region, dtype=np.uint8)
+    start, end = geometry.bitmap_offset, geometry.bitmap_offset + geometry.bitmap_len
+    for offset, size in data_extents(fd, start, end):
+        chunk = pread_full(fd, size, offset)
+        array[offset - start:offset - start + size] = np.frombuffer(chunk, dtype=np.uint8)
+    return array, region
+
+
+@dataclass
+class _Segment:
+    """One mapped segment: device offset, length, and its pending bitmap write-back."""
+
+    offset: int
+    length: int
+    words_offset: int | None = None   # file offset of the write-back (None: bits were set)
+    words: bytes = b""
+
+
+class Unit:
+    """An opened unit (implements ubdsim.device.api.BlockDevice).
+
+    Build one with `ubdsim.device.open.open_unit()`. `messages` holds the kernel log lines
+    its open printed; `cow` is None for a raw unit.
+    """
+
+    def __init__(self, *, number: int, profile: Profile, path: str, fd: int, writable: bool,
+                 sync: bool, size: int, cow: CowState | None, no_trim: bool, events: EventBus,
+                 messages: tuple[str, ...] = ()) -> None:
+        self.number = number
+        self.profile = profile
+        self.path = path
+        self.fd = fd
+        self._writable = writable
+        self.sync = sync
+        self._size = size
+        self.cow = cow
+        self.no_trim = no_trim
+        self.events = events
+        self.messages = messages
+        self.closed = False
+
+    # -- BlockDevice -------------------------------------------------------------------
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def readonly(self) -> bool:
+        return not self._writable
+
+    @property
+    def backing_path(self) -> str | None:
+        return self.cow.backing_path if self.cow else None
+
+    def read(self, offset: int, length: int) -> bytes:
+        """do_io() REQ_OP_READ: clear-bit runs from the backing file, set-bit runs from the COW.
+
+        The range is one request (a COW unit's requests are cut at the profile's
+        `cow_request_sectors`), served segment by segment with the kernel's own arithmetic:
+        [6.1] the offset drift after a mixed segment and the re-read at EOF included.
+        """
+        self._check(offset, length)
+        fast = self._read_runs(offset, length)
+        if fast is not None:
+            return fast
+        rules = self.profile.device
+        limit = rules.cow_request_sectors if self.cow is not None else None
+        step = limit * SECTOR_SIZE if limit else max(length, 1)
+        out = bytearray(length)
+        for request in range(offset, offset + length, step):
+            self._read_request(request, min(step, offset + length - request), out, request - offset)
+        return bytes(out)
+
+    def _read_runs(self, offset: int, length: int) -> bytes | None:
+        """The same bytes with one pread per run, when the kernel's per-segment arithmetic
+        cannot make a difference: no run boundary inside a segment ([6.1] drift) and no run
+        reaching past its file's end ([6.1] re-read). None: take the segment-by-segment path."""
+        rules = self.profile.device
+        cow = self.cow
+        if cow is None:
+            runs = [(False, offset // SECTOR_SIZE, length // SECTOR_SIZE)]
+        else:
+            runs = bits.iter_runs(cow.bitmap, offset // SECTOR_SIZE, length // SECTOR_SIZE)
+        plan = []
+        for allocated, sector, count in runs:
+            start = sector * SECTOR_SIZE
+            if rules.read_offset_drift and (start - offset) % rules.segment_bytes:
+                return None
+            if allocated:
+                fd, file_offset = self.fd, cow.geometry.data_offset + start
+            else:
+                fd, file_offset = (cow.backing_fd if cow else self.fd), start
+            if rules.short_read_rereads and file_offset + count * SECTOR_SIZE > os.fstat(fd).st_size:
+                return None
+            plan.append((allocated, fd, start, file_offset, count * SECTOR_SIZE))
+        parts = []
+        for allocated, fd, start, file_offset, size in plan:
+            try:
+                parts.append(pread_full(fd, size, file_offset))
+            except OSError as err:
+                raise DeviceIOError(f"read at {file_offset} failed: {err.strerror}",
+                                    errno=err.errno) from None
+            if self.events.active:
+                self.events.emit("read", self.number,
+                                 source="raw" if cow is None else ("cow" if allocated else "backing"),
+                                 offset=start, file_offset=file_offset, length=size)
+        return b"".join(parts)
+
+    def _read_request(self, offset: int, length: int, out: bytearray, at: int) -> None:
+        rules = self.profile.device
+        cow = self.cow
+        segment_bytes = rules.segment_bytes
+        base = offset                      # req->offset
+        for segment in range(offset, offset + length, segment_bytes):
+            size = min(segment_bytes, offset + length - segment)
+            if cow is None:
+                runs = [(False, segment // SECTOR_SIZE, size // SECTOR_SIZE)]
+            else:
+                runs = bits.iter_runs(cow.bitmap, segment // SECTOR_SIZE, size // SECTOR_SIZE)
+            last = size
+            for allocated, sector, count in runs:
+                within = sector * SECTOR_SIZE - segment
+                run_length = count * SECTOR_SIZE
+                # ubd_alloc_req(): fds[1]/offsets[1] = COW file at data_offset; fds[0] = the
+                # backing file (or the raw file) at 0.
+                if allocated:
+                    fd, file_offset = self.fd, base + cow.geometry.data_offset + within
+                else:
+                    fd, file_offset = (cow.backing_fd if cow else self.fd), base + within
+                data, last = self._pread(fd, run_length, file_offset)
+                start = at + segment - offset + within
+                out[start:start + run_length] = data
+                if self.events.active:
+                    self.events.emit("read", self.number,
+                                     source="raw" if cow is None else ("cow" if allocated else "backing"),
+                                     offset=segment + within, file_offset=file_offset,
+                                     length=run_length)
+            # do_io(): `req->offset += len`, len being the last run's (6.1's drift), where a
+            # correct driver adds the segment's length.
+            base += last if rules.read_offset_drift else size
+
+    def write(self, offset: int, data: bytes) -> None:
+        """do_io() REQ_OP_WRITE: every byte to the COW file (or the raw file), then the bitmap."""
+        self._check(offset, len(data), writing=True)
+        view = memoryview(data)
+        if self.cow is None:
+            self._pwrite(self.fd, view, offset)
+            if self.events.active:
+                self.events.emit("write", self.number, target="raw", offset=offset,
+                                 file_offset=offset, length=len(data))
+            return
+        limit = self.profile.device.cow_request_sectors
+        step = limit * SECTOR_SIZE if limit else len(data)
+        for request in range(offset, offset + len(data), step):
+            for segment in self._map(request, min(step, offset + len(data) - request)):
+                start = segment.offset - offset
+                file_offset = self.cow.geometry.data_offset + segment.offset
+                self._pwrite(self.fd, view[start:start + segment.length], file_offset)
+                if self.events.active:
+                    self.events.emit("write", self.number, target="cow", offset=segment.offset,
+                                     file_offset=file_offset, length=segment.length)
+                self._write_back(segment)
+
+    def discard(self, offset: int, length: int) -> None:
+        """REQ_OP_DISCARD [6.1]: punch the range (in the COW data area, setting the bits)."""
+        self._falloc("discard", FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length)
+
+    def write_zeroes(self, offset: int, length: int) -> None:
+        """REQ_OP_WRITE_ZEROES [6.1]: FALLOC_FL_ZERO_RANGE on the same target as a discard."""
+        self._falloc("zeroes", FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, offset, length)
+
+    def flush(self) -> None:
+        """REQ_OP_FLUSH: [6.1] fdatasync(fds[0]), which for a COW unit is the BACKING file, so
+        a guest's fsync makes nothing it wrote durable (only O_SYNC, flag s, does); [2.4] the
+        driver has no flush request at all."""
+        self._check_open()
+        synced = None
+        if self.profile.device.flush_syncs_first_fd:
+            fd = self.cow.backing_fd if self.cow else self.fd
+            synced = self.cow.backing_path if self.cow else self.path
+            try:
+                os.fdatasync(fd)
+            except OSError as err:
+                raise DeviceIOError(f"flush of '{synced}' failed: {err.strerror}", errno=err.errno) from None
+        if self.events.active:
+            self.events.emit("flush", self.number, synced=synced)
+
+    def close(self) -> None:
+        """ubd_close_dev(): close the files (their fcntl locks go with them)."""
+        if self.closed:
+            return
+        self.closed = True
+        os.close(self.fd)
+        if self.cow is not None:
+            os.close(self.cow.backing_fd)
+            self.cow.release()
+        if self.events.active:
+            self.events.emit("close", self.number, file=self.path)
+
+    def __enter__(self) -> "Unit":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- inspection helpers (tools and tests) ------------------------------------------
+    def bitmap_bytes(self, length: int | None = None) -> bytes:
+        """The in-memory bitmap's first `length` bytes (default: bitmap_len)."""
+        if self.cow is None:
+            return b""
+        length = self.cow.geometry.bitmap_len if length is None else length
+        return self.cow.bitmap[:length].tobytes()
+
+    # -- the kernel's steps -------------------------------------------------------------
+    def _map(self, offset: int, length: int) -> list[_Segment]:
+        """ubd_map_req() + cowify_req(): set bits and snapshot write-back words, all segments first."""
+        step = self.profile.device.segment_bytes
+        segments = []
+        position = offset
+        end = offset + length
+        while position < end:
+            size = min(step, end - position)
+            segments.append(self._cowify(position, size))
+            position += size
+        return segments
+
+    def _cowify(self, offset: int, length: int) -> _Segment:
+        """cowify_bitmap(): set the segment's bits; if any was clear, take the word pair
+        starting at the segment's first sector's word ([6.1] stepped back one word at the
+        bitmap's last word; [2.4] no guard: the pair may lie past the bitmap)."""
+        cow = self.cow
+        assert cow is not None
+        segment = _Segment(offset, length)
+        sector, count = offset // SECTOR_SIZE, length // SECTOR_SIZE
+        array = cow.bitmap
+        if self._all_set(sector, count):
+            return segment
+        bits.set_range(array, sector, count)
+        rules = self.profile.device
+        word = rules.bitmap_word
+        index = sector // (word * 8)
+        if rules.bitmap_end_guard and index == -(-cow.geometry.bitmap_len // word) - 1:
+            index -= 1
+        first = index * word
+        if first < 0:
+            # A one-word bitmap steps back to word -1: memory before the kernel's vmalloc
+            # area. ubdsim reads zeros there (what the kernel reads is undefined).
+            segment.words = bytes(-first) + array[0:2 * word + first].tobytes()
+        else:
+            segment.words = array[first:first + 2 * word].tobytes()
+        segment.words_offset = cow.geometry.bitmap_offset + first
+        return segment
+
+    def _all_set(self, sector: int, count: int) -> bool:
+        array = self.cow.bitmap  # type: ignore[union-attr]
+        first, last = sector >> 3, (sector + count + 7) >> 3
+        window = np.unpackbits(array[first:last], bitorder="little")
+        return bool(window[sector - (first << 3):sector - (first << 3) + count].all())
+
+    def _write_back(self, segment: _Segment) -> None:
+        """update_bitmap(): one pwrite of the two snapshotted words."""
+        if segment.words_offset is None:
+            return
+        self._pwrite(self.fd, segment.words, segment.words_offset)
+        if self.events.active:
+            self.events.emit("bitmap", self.number, file_offset=segment.words_offset,
+                             length=len(segment.words), first_sector=segment.offset // SECTOR_SIZE)
+
+    def _falloc(self, kind: str, mode: int, offset: int, length: int) -> None:
+        self._check(offset, length, writing=True)
+        if not self.profile.device.supports_discard or self.no_trim:
+            # [2.4] no discard in the driver; [6.1] flag t: the queue has no discard limits.
+            raise UbdError(f"unit {self.number} does not support {kind}", errno=errno.EOPNOTSUPP)
+        chunk = MAX_DISCARD_SECTORS * SECTOR_SIZE
+        position, end = offset, offset + length
+        while position < end:
+            size = min(chunk, end - position)
+            if self.cow is None:
+                segment, file_offset = None, position
+            else:
+                segment = self._cowify(position, size)
+                file_offset = self.cow.geometry.data_offset + position
+            try:
+                fallocate(self.fd, mode, file_offset, size)
+            except OSError as err:
+                raise DeviceIOError(f"{kind} at {file_offset} failed: {err.strerror}",
+                                    errno=err.errno) from None
+            if self.events.active:
+                self.events.emit(kind, self.number, offset=position, file_offset=file_offset,
+                                 length=size)
+            if segment is not None:
+                self._write_back(segment)
+            position += size
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise UbdError(f"unit {self.number} is closed", errno=errno.EBADF)
+
+    def _check(self, offset: int, length: int, writing: bool = False) -> None:
+        self._check_open()
+        if offset % SECTOR_SIZE or length % SECTOR_SIZE or offset < 0 or length < 0:
+            raise UbdError(f"request {offset}+{length} is not sector-aligned", errno=errno.EINVAL)
+        if offset + length > self._size:
+            raise DeviceIOError(f"request {offset}+{length} runs past the device's end "
+                                f"({self._size} bytes)", errno=errno.EIO)
+        if writing and not self._writable:
+            raise UbdError(f"unit {self.number} is read-only", errno=errno.EROFS)
+
+    def _pread(self, fd: int, length: int, offset: int) -> tuple[bytes, int]:
+        """One run's read: (data, do_io()'s final `len`)."""
+        try:
+            if self.profile.device.short_read_rereads:
+                return pread_like_do_io(fd, length, offset)
+            return pread_full(fd, length, offset), length
+        except OSError as err:
+            raise DeviceIOError(f"read at {offset} failed: {err.strerror}", errno=err.errno) from None
+
+    @staticmethod
+    def _pwrite(fd: int, data: bytes | memoryview, offset: int) -> None:
+        try:
+            pwrite_once(fd, data, offset)
+        except OSError as err:
+            raise DeviceIOError(f"write at {offset} failed: {err.strerror}", errno=err.errno) from None
