@@ -1,0 +1,134 @@
+#!/usr/bin/env python3
+"""Benchmark `ubdsim run` against the real kernel (linux.uml 6.1) and native I/O.
+
+The same dd workloads run (1) inside linux.uml on ubd0 over a fresh COW file, (2) under
+`ubdsim run --kernel 6.1` over a fresh COW file of the same kind, and (3) with plain dd on a
+host file (the ceiling). Workloads: 4 KiB O_DIRECT sequential write and read, 1 MiB O_DIRECT
+sequential write and read. It also measures the cost of one ptrace stop (an intercepted call
+that is passed through, and one that is emulated on a device descriptor).
+
+One run each: the machine is shared, so numbers are noisy; compare ratios, not absolutes.
+
+    .venv/bin/python scripts/bench_guest.py [--small-mib 32] [--big-mib 256] [--keep DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+WORKLOADS = [  # name, dd arguments (DEV is replaced), bytes moved computed from bs*count
+    ("4k-direct-write", "if=/dev/zero of=DEV bs=4k count={small4k} oflag=direct conv=notrunc"),
+    ("4k-direct-read", "if=DEV of=/dev/null bs=4k count={small4k} iflag=direct"),
+    ("1m-direct-write", "if=/dev/zero of=DEV bs=1M count={bigm} oflag=direct conv=notrunc"),
+    ("1m-direct-read", "if=DEV of=/dev/null bs=1M count={bigm} iflag=direct"),
+]
+COPIED = re.compile(r"^(\d+) bytes .* copied, ([0-9.]+) s", re.M)
+ROOT = Path(__file__).resolve().parent.parent
+UBDSIM = [str(ROOT / ".venv/bin/python"), "-m", "ubdsim"]
+
+
+def dd_lines(dev: str, small4k: int, bigm: int) -> list[str]:
+    return [f"dd {args.format(small4k=small4k, bigm=bigm).replace('DEV', dev)}"
+            for _, args in WORKLOADS]
+
+
+def parse_rates(text: str) -> list[float]:
+    """MB/s (10^6 bytes per second, like dd) of each dd run, in order."""
+    return [int(b) / float(s) / 1e6 for b, s in COPIED.findall(text)]
+
+
+def run_uml(work: Path, script: str) -> list[float]:
+    (work / "body.sh").write_text(script)
+    init = work / "init.sh"
+    init.write_text(f"#!/bin/sh\nmount -t proc proc /proc\ncd '{work}'\n"
+                    "sh body.sh > uml.out 2>&1\necho o > /proc/sysrq-trigger\n")
+    init.chmod(0o755)
+    (work / "umldir").mkdir(exist_ok=True)
+    subprocess.run(["linux.uml", "mem=256M", "ubd0=uml.cow,backing.img", "root=/dev/root",
+                    "rootfstype=hostfs", "rootflags=/", "rw", f"init={init}", "con=null",
+                    "con0=fd:0,fd:1", f"uml_dir={work / 'umldir'}"], cwd=work,
+                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, timeout=1800)
+    return parse_rates((work / "uml.out").read_text())
+
+
+def run_ubdsim(work: Path, script: str) -> list[float]:
+    (work / "body.sh").write_text(script)
+    proc = subprocess.run([*UBDSIM, "run", "--kernel", "6.1", "ubd0=sim.cow,backing.img", "--",
+                           "sh", "body.sh"], cwd=work, capture_output=True, text=True,
+                          timeout=1800)
+    return parse_rates(proc.stderr)
+
+
+def run_native(work: Path, script: str) -> list[float]:
+    (work / "body.sh").write_text(script)
+    proc = subprocess.run(["sh", "body.sh"], cwd=work, capture_output=True, text=True)
+    return parse_rates(proc.stderr)
+
+
+STOP_PROBE = """import os, sys, time
+n = 100000
+fd = os.open(sys.argv[1], os.O_RDONLY)
+t = time.perf_counter()
+for _ in range(n):
+    os.lseek(fd, 0, 0)
+print((time.perf_counter() - t) / n * 1e6)
+"""
+
+
+def stop_cost(work: Path) -> tuple[float, float, float]:
+    """(native lseek us, passthrough stop us, emulated stop us) per call."""
+    probe = work / "stop_probe.py"
+    probe.write_text(STOP_PROBE)
+    py = sys.executable
+    native = float(subprocess.run([py, str(probe), "/dev/null"], capture_output=True,
+                                  text=True).stdout)
+    out = subprocess.run([*UBDSIM, "run", "--kernel", "6.1", "ubd0=sim.cow,backing.img", "--",
+                          "sh", "-c", f"{py} {probe} /dev/null; {py} {probe} /dev/ubda"],
+                         cwd=work, capture_output=True, text=True).stdout.split()
+    return native, float(out[0]), float(out[1])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--small-mib", type=int, default=32, help="MiB moved by the 4 KiB runs")
+    ap.add_argument("--big-mib", type=int, default=256, help="MiB moved by the 1 MiB runs")
+    ap.add_argument("--keep", metavar="DIR", help="work in DIR and keep it")
+    args = ap.parse_args()
+    work = Path(args.keep or tempfile.mkdtemp(prefix="ubdsim-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    size = max(args.small_mib, args.big_mib) * 2 << 20
+    with open(work / "backing.img", "wb") as f:
+        f.truncate(size)
+    with open(work / "native.img", "wb") as f:     # allocated, like a written COW data area
+        chunk = bytes(1 << 20)
+        for _ in range(size >> 20):
+            f.write(chunk)
+    small4k, bigm = args.small_mib * 256, args.big_mib
+    try:
+        started = time.time()
+        uml = run_uml(work, "\n".join(dd_lines("/dev/ubda", small4k, bigm)) + "\n")
+        sim = run_ubdsim(work, "\n".join(dd_lines("/dev/ubda", small4k, bigm)) + "\n")
+        native = run_native(work, "\n".join(dd_lines("native.img", small4k, bigm)) + "\n")
+        native_call, passthrough, emulated = stop_cost(work)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    print(f"{'workload':18} {'linux.uml':>10} {'ubdsim':>10} {'native':>10} {'ubdsim/uml':>11}")
+    for (name, _), u, s, n in zip(WORKLOADS, uml, sim, native):
+        print(f"{name:18} {u:10.1f} {s:10.1f} {n:10.1f} {s / u:10.2f}x")
+    print("(MB/s, one run each on a shared machine: noisy)")
+    print(f"per call: native lseek {native_call:.2f} us; under ubdsim, passed-through stop "
+          f"{passthrough:.2f} us, emulated stop {emulated:.2f} us")
+    print(f"total {time.time() - started:.0f} s")
+    return 0 if len(uml) == len(sim) == len(native) == len(WORKLOADS) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,188 @@
+"""read/write and their positioned and vectored forms on a ubd descriptor.
+
+From: block/fops.c blkdev_read_iter()/blkdev_write_iter() [6.1], fs/read_write.c:
+- EBADF when the descriptor was not opened for that direction (vfs_read/vfs_write);
+- reads at or past the end return 0, and are shortened to the end;
+- writes of 0 bytes return 0, writes at or past the end fail with ENOSPC, others are
+  shortened to the end; a read-only disk (BLKROSET) gives EPERM;
+- O_DIRECT: offset, buffer addresses and lengths must be 512-aligned, else EINVAL;
+- read/write/readv/writev move the shared file position; p* forms do not (pread/pwrite with
+  a negative offset: EINVAL; preadv2/pwritev2 with offset -1 use and move the position).
+"""
+from __future__ import annotations
+
+import errno
+import struct
+
+from ...errors import UbdError
+from .. import pagecache
+from ..fdstate import OpenFile
+from .files import _int32, _signed
+from .result import PASS, Emulated, Fail, Result
+
+IOV_MAX = 1024
+Segments = list[tuple[int, int]]
+
+
+def _iovecs(h, tid: int, addr: int, count: int) -> Segments | None:
+    if count < 0 or count > IOV_MAX:
+        return None
+    raw = h.mem.read(tid, addr, 16 * count) if count else b""
+    return [struct.unpack_from("<QQ", raw, 16 * i) for i in range(count)]
+
+
+def _truncate(segments: Segments, limit: int) -> Segments:
+    out = []
+    for addr, length in segments:
+        if limit <= 0:
+            break
+        take = min(length, limit)
+        out.append((addr, take))
+        limit -= take
+    return out
+
+
+def do_read(h, tid: int, of: OpenFile, pos: int, segments: Segments) -> Result:
+    if not of.readable:
+        return Fail(errno.EBADF)
+    size = of.unit.size
+    total = sum(length for _, length in segments)
+    if pos >= size or total == 0:
+        return Emulated(0)
+    n = min(total, size - pos)
+    segments = _truncate(segments, n)
+    if of.direct and pagecache.direct_misaligned(pos, segments):
+        return Fail(errno.EINVAL)
+    done = 0
+    for addr, length in segments:
+        while length:
+            step = min(length, pagecache.CHUNK)
+            data = pagecache.read(of.unit.device, pos + done, step)
+            try:
+                h.mem.write(tid, addr, data)
+            except OSError:
+                return Emulated(done) if done else Fail(errno.EFAULT)
+            addr += step
+            length -= step
+            done += step
+    return Emulated(done)
+
+
+def do_write(h, tid: int, of: OpenFile, pos: int, segments: Segments) -> Result:
+    if not of.writable:
+        return Fail(errno.EBADF)
+    unit = of.unit
+    total = sum(length for _, length in segments)
+    if total == 0:
+        return Emulated(0)
+    if unit.read_only:
+        return Fail(errno.EPERM)
+    if pos >= unit.size:
+        return Fail(errno.ENOSPC)
+    segments = _truncate(segments, min(total, unit.size - pos))
+    if of.direct and pagecache.direct_misaligned(pos, segments):
+        return Fail(errno.EINVAL)
+    block = pagecache.SECTOR_SIZE if of.direct else unit.block_size
+    done = 0
+    # Gather guest memory in chunks no larger than CHUNK (a multiple of every block size),
+    # so a huge write never needs more than a few MiB of ubdsim memory.
+    pending: list[bytes] = []
+    pending_len = 0
+    try:
+        for addr, length in segments:
+            while length:
+                step = min(length, pagecache.CHUNK - pending_len)
+                pending.append(h.mem.read(tid, addr, step))
+                pending_len += step
+                addr += step
+                length -= step
+                if pending_len == pagecache.CHUNK:
+                    pagecache.write(unit.device, pos + done, b"".join(pending), block)
+                    done += pending_len
+                    pending, pending_len = [], 0
+    except OSError:
+        pass                                   # EFAULT: write what was gathered so far
+    if pending_len:
+        pagecache.write(unit.device, pos + done, b"".join(pending), block)
+        done += pending_len
+    if done == 0:
+        return Fail(errno.EFAULT)
+    if of.sync:
+        unit.device.flush()                    # generic_write_sync() -> blkdev_fsync()
+    return Emulated(done)
+
+
+def _positioned(h, tid, fd: int, offset: int | None, segments_of, writing: bool) -> Result:
+    of = h.fd(tid, fd)
+    if of is None:
+        return PASS
+    try:
+        segments = segments_of()
+    except OSError:
+        return Fail(errno.EFAULT)
+    if segments is None:
+        return Fail(errno.EINVAL)
+    if offset is not None and offset < 0:
+        return Fail(errno.EINVAL)
+    pos = of.offset if offset is None else offset
+    try:
+        result = (do_write if writing else do_read)(h, tid, of, pos, segments)
+    except UbdError as err:
+        return Fail(err.errno or errno.EIO)
+    if offset is None and isinstance(result, Emulated):
+        of.offset = pos + result.value
+    return result
+
+
+def sys_read(h, tid, regs) -> Result:
+    return _positioned(h, tid, _int32(regs.rdi), None, lambda: [(regs.rsi, regs.rdx)], False)
+
+
+def sys_write(h, tid, regs) -> Result:
+    return _positioned(h, tid, _int32(regs.rdi), None, lambda: [(regs.rsi, regs.rdx)], True)
+
+
+def sys_pread64(h, tid, regs) -> Result:
+    return _positioned(h, tid, _int32(regs.rdi), _signed(regs.r10),
+                       lambda: [(regs.rsi, regs.rdx)], False)
+
+
+def sys_pwrite64(h, tid, regs) -> Result:
+    return _positioned(h, tid, _int32(regs.rdi), _signed(regs.r10),
+                       lambda: [(regs.rsi, regs.rdx)], True)
+
+
+def sys_readv(h, tid, regs) -> Result:
+    return _positioned(h, tid, _int32(regs.rdi), None,
+                       lambda: _iovecs(h, tid, regs.rsi, _int32(regs.rdx)), False)
+
+
+def sys_writev(h, tid, regs) -> Result:
+    return _positioned(h, tid, _int32(regs.rdi), None,
+                       lambda: _iovecs(h, tid, regs.rsi, _int32(regs.rdx)), True)
+
+
+def sys_preadv(h, tid, regs) -> Result:
+    return _positioned(h, tid, _int32(regs.rdi), _signed(regs.r10),
+                       lambda: _iovecs(h, tid, regs.rsi, _int32(regs.rdx)), False)
+
+
+def sys_pwritev(h, tid, regs) -> Result:
+    return _positioned(h, tid, _int32(regs.rdi), _signed(regs.r10),
+                       lambda: _iovecs(h, tid, regs.rsi, _int32(regs.rdx)), True)
+
+
+def _v2_offset(regs) -> int | None:
+    """preadv2/pwritev2: offset -1 means "the file position" (fs/read_write.c)."""
+    offset = _signed(regs.r10)
+    return None if offset == -1 else offset
+
+
+def sys_preadv2(h, tid, regs) -> Result:
+    return _positioned(h, tid, _int32(regs.rdi), _v2_offset(regs),
+                       lambda: _iovecs(h, tid, regs.rsi, _int32(regs.rdx)), False)
+
+
+def sys_pwritev2(h, tid, regs) -> Result:
+    return _positioned(h, tid, _int32(regs.rdi), _v2_offset(regs),
+                       lambda: _iovecs(h, tid, regs.rsi, _int32(regs.rdx)), True)

@@ -1,0 +1,1 @@
+"""How guest system calls reach the handlers: seccomp filter + ptrace (x86_64)."""

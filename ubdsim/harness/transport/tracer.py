@@ -1,0 +1,237 @@
+"""The ptrace event loop: one blocking waitpid(-1, __WALL) loop, emulation at seccomp stops.
+
+Design (guest-harness-notes.md, measured here):
+- the child stops itself under PTRACE_TRACEME, the tracer sets its options, the child then
+  installs the seccomp filter and execs; every descendant is traced (fork, vfork, clone,
+  exec), because a RET_TRACE filter without a tracer turns the filtered calls into ENOSYS;
+- at a seccomp stop the call has not run: an emulated call is cancelled (orig_rax = -1) with
+  its result in rax and the guest resumed with PTRACE_CONT (one stop per call); a rewritten
+  call is resumed with PTRACE_SYSCALL and finished at its syscall-exit stop;
+- tracer and guest share one CPU (about 10 us per stop instead of ~95 us across vCPUs);
+- ubdsim never leaves a traced process behind: PTRACE_O_EXITKILL if it dies, and SIGKILL to
+  every traced thread if it is interrupted.
+python-ptrace's own debugger loop is not used: it raises on seccomp stops and polls with
+sleep() once two processes are traced.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import signal
+from typing import Callable, Sequence
+
+from ..syscalls.result import Emulated, Fail, NeedsExit, PassThrough, Result
+from . import ptrace
+from .bpf import FilterInstaller
+from .memory import GuestMemory
+
+WALL = 0x40000000                          # __WALL: threads and processes alike
+_SECCOMP_STOP = signal.SIGTRAP | (ptrace.PTRACE_EVENT_SECCOMP << 8)
+_SYSCALL_STOP = signal.SIGTRAP | 0x80      # PTRACE_O_TRACESYSGOOD
+_CANCELLED = (1 << 64) - 1                 # orig_rax = -1: the kernel skips the call
+_MASK = (1 << 64) - 1
+_FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+Dispatch = Callable[[int, ptrace.Regs], Result]
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def current_cpu() -> int:
+    """The CPU this process runs on now (field 39 of /proc/self/stat)."""
+    with open("/proc/self/stat", "rb") as f:
+        fields = f.read().rsplit(b")", 1)[1].split()
+    return int(fields[36])
+
+
+class Tracer:
+    """Runs one guest command under the interceptor and returns its exit status."""
+
+    def __init__(self, dispatch: Dispatch, memory: GuestMemory) -> None:
+        self.dispatch = dispatch
+        self.memory = memory
+        self.tids: set[int] = set()        # every live traced thread
+        self._seen: set[int] = set()       # threads whose first (attach) stop was consumed
+        self._pending: dict[int, Callable[[ptrace.Regs], None]] = {}
+        self._root = 0
+        self._status = 0
+        self._interrupt = 0
+        self._waiting = False
+        self.stops = 0                     # seccomp stops served (for the benchmark)
+
+    # --- start --------------------------------------------------------------------------
+
+    def spawn(self, argv: Sequence[str], program: bytes, pin: bool = True) -> int:
+        """Fork, trace and exec `argv` with the seccomp `program` installed; returns its pid."""
+        if pin:
+            os.sched_setaffinity(0, {current_cpu()})   # inherited by the guest tree
+        installer = FilterInstaller(program)
+        pid = os.fork()
+        if pid == 0:
+            _child(argv, installer)
+        _, status = os.waitpid(pid, WALL)
+        if not os.WIFSTOPPED(status):
+            raise OSError(errno.ECHILD, "the guest did not stop for the tracer")
+        ptrace.set_options(pid)
+        ptrace.cont(pid)
+        self._root = pid
+        self.tids.add(pid)
+        self._seen.add(pid)
+        return pid
+
+    # --- loop ---------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Serve the guest until every traced process is gone; the root's exit status."""
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in _FORWARDED}
+        try:
+            self._loop()
+        except _Interrupted:
+            pass
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            if self._interrupt or self.tids:
+                self._kill_all()
+            self.memory.close()
+        return 128 + self._interrupt if self._interrupt else self._status
+
+    def _on_signal(self, signum: int, frame) -> None:
+        self._interrupt = signum
+        if self._waiting:
+            raise _Interrupted
+
+    def _loop(self) -> None:
+        waitpid, get_regs = os.waitpid, ptrace.get_regs
+        # One register buffer for every seccomp stop: handlers use it synchronously and copy
+        # what they keep (a rewritten call's saved arguments).
+        regs = ptrace.Regs()
+        while not self._interrupt:
+            self._waiting = True
+            try:
+                if self._interrupt:
+                    return
+                tid, status = waitpid(-1, WALL)
+            except ChildProcessError:
+                return
+            finally:
+                self._waiting = False
+            if not os.WIFSTOPPED(status):
+                self._gone(tid, status)
+                continue
+            stop = status >> 8
+            try:
+                if stop == _SECCOMP_STOP:
+                    self._seccomp_stop(tid, get_regs(tid, regs))
+                elif stop == _SYSCALL_STOP:
+                    self._exit_stop(tid)
+                else:
+                    self._other_stop(tid, stop)
+            except ProcessLookupError:
+                pass                        # killed while stopped (SIGKILL): exit follows
+
+    def _seccomp_stop(self, tid: int, regs: ptrace.Regs) -> None:
+        self.stops += 1
+        result = self.dispatch(tid, regs)
+        kind = type(result)
+        if kind is PassThrough:
+            ptrace.cont(tid)
+            return
+        if kind is Emulated or kind is Fail:
+            regs.orig_rax = _CANCELLED
+            regs.rax = (result.value if kind is Emulated else -result.errno) & _MASK
+            ptrace.set_regs(tid, regs)
+            ptrace.cont(tid)
+            return
+        assert kind is NeedsExit
+        ptrace.set_regs(tid, result.regs)
+        self._pending[tid] = result.on_exit
+        ptrace.syscall(tid)
+
+    def _exit_stop(self, tid: int) -> None:
+        on_exit = self._pending.pop(tid, None)
+        if on_exit is not None:
+            regs = ptrace.get_regs(tid)
+            on_exit(regs)
+            ptrace.set_regs(tid, regs)
+        ptrace.cont(tid)
+
+    def _other_stop(self, tid: int, stop: int) -> None:
+        sig, event = stop & 0xFF, stop >> 8
+        if event:
+            if event in (ptrace.PTRACE_EVENT_FORK, ptrace.PTRACE_EVENT_VFORK,
+                         ptrace.PTRACE_EVENT_CLONE):
+                self.tids.add(ptrace.event_msg(tid))
+            elif event == ptrace.PTRACE_EVENT_EXEC:
+                former = ptrace.event_msg(tid)
+                self.memory.forget(tid)            # new address space
+                if former != tid:
+                    self.memory.forget(former)
+                    self.tids.discard(former)
+                    self._seen.discard(former)
+            ptrace.cont(tid)
+            return
+        if tid not in self._seen:                   # the automatic attach stop of a child
+            self._seen.add(tid)
+            self.tids.add(tid)
+            if sig == signal.SIGSTOP:
+                ptrace.cont(tid)
+                return
+        ptrace.cont(tid, sig)                       # deliver the guest's own signal
+
+    def _gone(self, tid: int, status: int) -> None:
+        self.tids.discard(tid)
+        self._seen.discard(tid)
+        self._pending.pop(tid, None)
+        self.memory.forget(tid)
+        if tid == self._root:
+            self._status = (os.WEXITSTATUS(status) if os.WIFEXITED(status)
+                            else 128 + os.WTERMSIG(status))
+
+    def _kill_all(self) -> None:
+        """SIGKILL every traced thread and reap them all: nothing traced survives ubdsim."""
+        for tid in list(self.tids):
+            try:
+                os.kill(tid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        while True:
+            try:
+                tid, status = os.waitpid(-1, WALL)
+            except ChildProcessError:
+                break
+            except InterruptedError:
+                continue
+            if os.WIFSTOPPED(status):
+                # a new child appeared while killing: kill it too
+                try:
+                    os.kill(tid, signal.SIGKILL)
+                    ptrace.cont(tid)
+                except ProcessLookupError:
+                    pass
+            else:
+                self._gone(tid, status)
+        self.tids.clear()
+
+
+def _child(argv: Sequence[str], installer: FilterInstaller) -> None:
+    """The forked child: become traceable, stop, install the filter, exec. Never returns."""
+    try:
+        # Python ignores SIGPIPE and SIGXFSZ; an exec'd program must get the defaults back
+        # (like subprocess's restore_signals), or `yes | head` would never end.
+        for sig in (signal.SIGPIPE, signal.SIGXFSZ) + _FORWARDED:
+            signal.signal(sig, signal.SIG_DFL)
+        if ptrace.traceme() != 0:
+            os._exit(126)
+        os.kill(os.getpid(), signal.SIGSTOP)
+        if installer.install() != 0:
+            os.write(2, b"ubdsim run: cannot install the seccomp filter\n")
+            os._exit(126)
+        os.execvp(argv[0], list(argv))
+    except OSError as err:
+        os.write(2, f"ubdsim run: {argv[0]}: {err.strerror}\n".encode())
+        os._exit(127 if err.errno == errno.ENOENT else 126)
+    finally:
+        os._exit(127)
