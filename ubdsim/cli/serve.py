@@ -1,0 +1,138 @@
+"""Export the configured ubd units over NBD, so real kernels and qemu tools can use them.
+
+  ubdsim serve [--kernel P] [--unix PATH | --port N] [--flush kernel|fsync] WORD...
+
+WORDs are kernel command-line options (`ubd0=cow,backing ubd1r=disk.img ...`), parsed and
+opened exactly as the chosen kernel boots them: the kernel's messages are printed on stderr,
+and units that fail to open are left out (the kernel boots on without them). Each unit that
+opened becomes one NBD export named as the kernel names the disk: ubda, ubdb... under 6.1,
+ubd0, ubd1... under 2.4. The first unit is also the default export (empty name).
+
+Clients: qemu (`-blockdev driver=nbd,...`), qemu-io, qemu-img, `ubdsim vm`. For example:
+  ubdsim serve --kernel 6.1 --unix /tmp/u.sock ubd0=disk.cow,disk.img &
+  qemu-io -f raw -c 'write -P 0xab 0 64k' 'nbd+unix:///ubda?socket=/tmp/u.sock'
+  qemu-img map --output=json -f raw 'nbd+unix:///ubda?socket=/tmp/u.sock'
+
+`qemu-img map` (NBD_CMD_BLOCK_STATUS, context base:allocation) reports the sectors that live
+in the COW file as data and the sectors still read from the backing file as holes.
+Read-only units (flag r, or a file only readable) refuse writes with EPERM.
+
+--no-block-status offers no base:allocation context, so clients treat every sector as data.
+Use it for `qemu-img compare`: qemu reads an NBD hole that is not flagged zero as an
+unallocated, all-zero region (qemu-img.c img_compare()), while here a hole means "read from
+the backing file", which usually holds data. (`qemu-img convert` and guests read holes.)
+
+--flush kernel (default) does what the real driver does with a guest's flush: under 6.1 an
+fdatasync of the unit's FIRST fd, which for a COW unit is the backing file, so nothing the
+guest wrote is made durable by it; under 2.4 nothing (the driver has no flush). A host crash
+can then lose acknowledged, flushed writes, exactly as with UML.
+--flush fsync additionally fsyncs the file the guest writes (COW data and bitmap, or the raw
+file) before the flush is acknowledged: flushed data survives a host crash.
+
+Listening is on a unix socket (default ./ubdsim-nbd.sock) or on 127.0.0.1:N only: the NBD
+protocol has no authentication. When ready, one line `ubdsim serve: listening on ...` goes to
+stderr. SIGTERM or Ctrl-C stops the server and closes the units (exit 0 / 130).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+
+from ..nbd.exports import FLUSH_MODES, open_exports
+from ..nbd.server import NbdServer
+from ..profiles import DEFAULT_PROFILE, PROFILES, get_profile
+from .status import ERROR, INTERRUPTED, OK
+
+DEFAULT_SOCKET = "ubdsim-nbd.sock"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kernel", default=DEFAULT_PROFILE, choices=list(PROFILES),
+                        help=f"kernel profile to behave as (default {DEFAULT_PROFILE})")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--unix", metavar="PATH", help=f"unix socket to listen on (default ./{DEFAULT_SOCKET})")
+    where.add_argument("--port", type=int, metavar="N",
+                       help="listen on 127.0.0.1:N instead (0 picks a free port)")
+    parser.add_argument("--flush", choices=FLUSH_MODES, default="kernel",
+                        help="what a client's flush does: the real driver's flush (kernel, "
+                             "default) or a durable fsync of the written file (fsync)")
+    parser.add_argument("--no-block-status", action="store_true",
+                        help="do not offer base:allocation (for qemu-img compare)")
+    parser.add_argument("words", nargs="+", metavar="WORD",
+                        help="kernel command-line options such as ubd0=cow,backing")
+
+
+def _print_kernel(line: str) -> None:
+    """Kernel messages go to stderr, as `ubdsim run` prints them."""
+    print(line, file=sys.stderr, flush=True)
+
+
+async def _serve(server: NbdServer, args: argparse.Namespace, names: list[str]) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    received: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        received.append(signum)
+        stop.set()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal, signum)
+    if args.port is not None:
+        port = await server.start_tcp(args.port)
+        where = f"127.0.0.1:{port}"
+    else:
+        path = args.unix or DEFAULT_SOCKET
+        if os.path.exists(path):
+            if not _stale_socket(path):
+                print(f"ubdsim serve: error: {path} exists and is not a stale socket",
+                      file=sys.stderr)
+                return ERROR
+            os.unlink(path)
+        await server.start_unix(path)
+        where = f"unix:{path}"
+    print(f"ubdsim serve: listening on {where}, exports {' '.join(names)}", file=sys.stderr,
+          flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()
+        if args.port is None:
+            try:
+                os.unlink(args.unix or DEFAULT_SOCKET)
+            except FileNotFoundError:
+                pass
+    return INTERRUPTED if received and received[0] == signal.SIGINT else OK
+
+
+def _stale_socket(path: str) -> bool:
+    """A socket file nobody listens on any more (a killed server's leftover) may be replaced."""
+    import socket
+    import stat
+    if not stat.S_ISSOCK(os.lstat(path).st_mode):
+        return False
+    probe = socket.socket(socket.AF_UNIX)
+    try:
+        probe.connect(path)
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return False
+
+
+def run(args: argparse.Namespace) -> int:
+    profile = get_profile(args.kernel)
+    opened = open_exports(args.words, profile, args.flush, _print_kernel)
+    try:
+        if not opened.exports:
+            print("ubdsim serve: error: no unit opened, nothing to export", file=sys.stderr)
+            return ERROR
+        server = NbdServer(opened.exports, block_status=not args.no_block_status)
+        return asyncio.run(_serve(server, args, [e.name for e in opened.exports]))
+    finally:
+        opened.close()
