@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Install what ubdsim needs on a fresh Debian bookworm machine (run as root), then the
 # project venv. Idempotent: a second run installs nothing and takes about a second.
-#   Debian: e2fsprogs uml-utilities user-mode-linux qemu-utils busybox-static fdisk,
-#           qemu-system-x86 (without recommends: ~84 MB instead of ~438 MB)
+#   Debian: e2fsprogs uml-utilities user-mode-linux qemu-utils busybox-static fdisk strace,
+#           qemu-system-x86 (without recommends: ~84 MB instead of ~438 MB),
+#           python3 + python3-venv when no Python 3.11 with venv is on the machine
+#   The qemu guest kernel (.deb) is fetched on first use by guest_images/qemu/build_image.py.
 #   venv:   .venv with ubdsim in editable mode, numpy, pytest, hypothesis, python-ptrace
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,10 +12,14 @@ cd "$(dirname "$0")/.."
 need_pkgs=()
 for spec in e2fsprogs:mkfs.ext4 uml-utilities:uml_mkcow user-mode-linux:linux.uml \
             qemu-utils:qemu-img busybox-static:busybox fdisk:sfdisk \
-            qemu-system-x86:qemu-system-x86_64; do
+            qemu-system-x86:qemu-system-x86_64 strace:strace; do
     pkg=${spec%%:*}; bin=${spec##*:}
     command -v "$bin" >/dev/null 2>&1 || need_pkgs+=("$pkg")
 done
+PY=${PYTHON:-python3}
+if ! "$PY" -c 'import sys, venv, ensurepip; assert sys.version_info >= (3, 11)' 2>/dev/null; then
+    need_pkgs+=(python3 python3-venv)
+fi
 if [ ${#need_pkgs[@]} -gt 0 ]; then
     echo "setup: installing Debian packages: ${need_pkgs[*]}"
     if [ "$(id -u)" != 0 ]; then
@@ -25,7 +31,6 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
     apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
 fi
 
-PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     echo "setup: creating .venv"
     "$PY" -m venv .venv
