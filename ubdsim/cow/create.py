@@ -18,17 +18,16 @@ from __future__ import annotations
 import errno as _errno
 import os
 import stat
-import tempfile
 from enum import Enum
 
 from ..errors import BackingError, BackingMissing, UbdError
+from ..fileio import new_file_beside, pwrite_all
 from .header import CowHeader, new_header, pack_header
 from .layouts import PATH_LEN_V1, PATH_LEN_V3
 from .paths import absolutize
 from .sizes import Geometry
 
 # uml_mkcow opens its output with mode 0644 (observed: 0644 under umask 0, 0600 under umask 077).
-CREATE_MODE = 0o644
 
 
 class Tail(Enum):
@@ -85,14 +84,14 @@ def write_cow(fd: int, header: CowHeader, *, tail: Tail = Tail.ZERO_BYTE,
     chooses how the length is set. Nothing is fsynced here: the caller decides.
     """
     geometry = header.geometry()
-    _write_all(fd, pack_header(header), 0)
+    pwrite_all(fd, pack_header(header), 0)
     if zero_bitmap and geometry.bitmap_len:
         _write_zeros(fd, geometry.bitmap_offset, geometry.bitmap_len)
     length = geometry.file_length
     if tail is Tail.ZERO_BYTE and length > 0:
         # A zero-size backing puts the byte at data_offset - 1, the bitmap's last page: the
         # same as uml_mkcow (observed: an 8192-byte file for an empty backing file).
-        _write_all(fd, b"\0", length - 1)
+        pwrite_all(fd, b"\0", length - 1)
     elif tail is Tail.TRUNCATE:
         os.ftruncate(fd, max(length, os.fstat(fd).st_size))
     return geometry
@@ -117,30 +116,8 @@ def create_cow(path: str | bytes, backing: str | bytes, version: int = 3, alignm
     elif os.path.lexists(target):
         raise UbdError(f"'{os.fsdecode(target)}' already exists (use -f to replace it)",
                        errno=_errno.EEXIST)
-    directory = os.path.dirname(target) or b"."
-    fd, temp = tempfile.mkstemp(dir=directory, prefix=b"." + os.path.basename(target) + b".",
-                                suffix=b".ubdsim-tmp")
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, CREATE_MODE & ~umask)
+    with new_file_beside(target, exclusive=exclusive) as fd:
         write_cow(fd, header, tail=tail, zero_bitmap=zero_bitmap)
-        os.fsync(fd)
-        os.close(fd)
-        fd = -1
-        if exclusive:
-            os.link(temp, target)
-            os.unlink(temp)
-        else:
-            os.rename(temp, target)
-        temp = None
-        fsync_directory(directory)
-    except BaseException:
-        if fd >= 0:
-            os.close(fd)
-        if temp is not None:
-            os.unlink(temp)
-        raise
     return header
 
 
@@ -156,31 +133,14 @@ def _replaceable_target(target: bytes) -> bytes:
     return real
 
 
-def fsync_directory(directory: bytes | str) -> None:
-    """Make a rename/link in `directory` durable."""
-    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-
-
-def _write_all(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        if written <= 0:
-            raise OSError(_errno.EIO, "short write")
-        view, offset = view[written:], offset + written
 
 
 def _write_zeros(fd: int, offset: int, length: int, chunk: int = 1 << 20) -> None:
     zeros = bytes(min(chunk, length))
     while length:
         step = min(chunk, length)
-        _write_all(fd, zeros[:step], offset)
+        pwrite_all(fd, zeros[:step], offset)
         offset, length = offset + step, length - step
 
 
-__all__ = ["Tail", "CREATE_MODE", "backing_size", "header_for_backing", "write_cow", "create_cow",
-           "fsync_directory"]
+__all__ = ["Tail", "backing_size", "header_for_backing", "write_cow", "create_cow"]

@@ -25,14 +25,14 @@ import errno as _errno
 import json
 import os
 import stat
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..cow.create import CREATE_MODE, backing_size, fsync_directory
+from ..cow.create import backing_size
+from ..fileio import fsync_directory, new_file_beside, pwrite_all
 from ..cow.image import CHUNK_BYTES, CowImage, data_extents, merge_intervals, read_fully
 from ..errors import BackingError, BackingMissing, MtimeMismatch, SizeMismatch, UbdError
 from .locks import lock_file
@@ -116,18 +116,9 @@ def write_nonzero(fd: int, data: memoryview, offset: int, block: int = ZERO_BLOC
     for first, last in zip(edges[::2], edges[1::2]):
         lo = max(int(first) * block - lead, 0)
         hi = min(int(last) * block - lead, len(array))
-        written += _pwrite_all(fd, data[lo:hi], offset + lo)
+        written += pwrite_all(fd, data[lo:hi], offset + lo)
     return written
 
-
-def _pwrite_all(fd: int, data: memoryview, offset: int) -> int:
-    total = len(data)
-    while data:
-        n = os.pwrite(fd, data, offset)
-        if n <= 0:
-            raise OSError(_errno.EIO, "short write")
-        data, offset = data[n:], offset + n
-    return total
 
 
 def _marked_byte_ranges(image: CowImage):
@@ -148,16 +139,10 @@ def merge_new(cow: str, output: str, *, backing: str | None = None, force: bool 
         try:
             lock_file(bfd, backing_path, exclusive=False)
             _refuse_output(output, force, (cow, backing_path))
-            directory = os.path.dirname(os.path.abspath(output))
-            ofd, temp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(output)}.",
-                                         suffix=".ubdsim-tmp")
-            try:
-                umask = os.umask(0)
-                os.umask(umask)
-                os.fchmod(ofd, CREATE_MODE & ~umask)
-                size = image.geometry.size
+            size = image.geometry.size
+            written = 0
+            with new_file_beside(os.path.abspath(output), exclusive=False) as ofd:
                 buf = memoryview(bytearray(chunk_bytes))
-                written = 0
                 extents = merge_intervals(data_extents(bfd, 0, size), _marked_byte_ranges(image))
                 for lo, hi in extents:
                     for offset in range(lo, hi, chunk_bytes):
@@ -167,18 +152,6 @@ def merge_new(cow: str, output: str, *, backing: str | None = None, force: bool 
                         if progress:
                             progress(offset + n, size)
                 os.ftruncate(ofd, size)
-                os.fsync(ofd)
-                os.close(ofd)
-                ofd = -1
-                os.rename(temp, output)
-                temp = None
-                fsync_directory(directory)
-            except BaseException:
-                if ofd >= 0:
-                    os.close(ofd)
-                if temp is not None:
-                    os.unlink(temp)
-                raise
         finally:
             os.close(bfd)
         marked = image.count_marked()
@@ -223,7 +196,7 @@ def merge_in_place(cow: str, *, backing: str | None = None, chunk_bytes: int = C
                         if not np.frombuffer(other[:n], dtype=np.uint8).any():
                             done += n
                             continue
-                    written += _pwrite_all(bfd, buf[:n], offset)
+                    written += pwrite_all(bfd, buf[:n], offset)
                     done += n
                     if progress:
                         progress(done, total)
