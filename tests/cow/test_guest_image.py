@@ -90,6 +90,7 @@ def test_demo_runs_every_act_and_says_so(demo_run):
         == str(16 << 20)
     assert 'Creating "guest.cow" as COW file for "base.img"' in text
     assert "*** Resizing cow file: " in text
+    assert "COW file grown by the 2.4 resize patch: 8388608 -> 16777216 bytes" in text
     assert 'Creating "qemu.cow" as COW file for "grown.img"' in text
     assert text.rstrip().splitlines()[-1].startswith("demo: every step checked out")
     # the private files of `ubdsim vm` (socket, initrd) were all removed

@@ -59,7 +59,8 @@ def info_text(report: InfoReport) -> str:
         lines.append(f"  present       no ({b.error})")
     else:
         lines += ["  present       yes",
-                  f"  size match    {'yes' if b.size_match else 'NO'} (file {b.size})",
+                  f"  size match    {'yes' if b.size_match else 'NO'} (file {b.size}"
+                  f"{'; grown by the 2.4 resize patch, see hazards' if b.grown else ''})",
                   f"  mtime match   {'yes' if b.mtime_match else 'NO'} (file {b.mtime})"]
     lines += ["", "hazards:"]
     lines += [f"  {h.id}: {h.text}" for h in report.hazards] or ["  none"]
@@ -69,6 +70,9 @@ def info_text(report: InfoReport) -> str:
 def merge_text(result: MergeResult) -> str:
     where = f"into the backing file {result.output}" if result.in_place else f"into {result.output}"
     resumed = " (resumed an interrupted merge)" if result.resumed else ""
+    if result.size > result.backing_size:
+        resumed += (f" (COW file grown by the 2.4 resize patch: {result.backing_size} -> "
+                    f"{result.size} bytes)")
     return (f"merged {result.cow} {where}{resumed}: {result.sectors_from_cow} sectors from the COW "
             f"file, {result.sectors_from_backing} from {result.backing}; "
             f"{result.bytes_written} bytes written in {result.seconds:.2f} s")

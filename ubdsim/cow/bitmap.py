@@ -154,3 +154,13 @@ class MappedRegion:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def all_set(buf: Buffer, start: int, count: int, chunk_bits: int = CHUNK_BITS) -> bool:
+    """Are all bits [start, start+count) set? (Bits past the buffer's end count as clear.)"""
+    array = as_array(buf)
+    for position in range(start, start + count, chunk_bits):
+        step = min(chunk_bits, start + count - position)
+        if not _bits(array, position, step).all():
+            return False
+    return True

@@ -192,6 +192,20 @@ class CowImage:
         return bm.count_set(self.bitmap[first_byte:], total_bits - first_byte * 8) - \
             bm.count_set(self.bitmap[first_byte:], self.sectors - first_byte * 8)
 
+    def grown_over(self, backing_size: int) -> bool:
+        """[resize] Is this a COW file grown past a backing file of `backing_size` bytes?
+
+        The 2.4 COW-resize patch sets the header size above the backing file's and marks every
+        sector from the backing file's end to the new end (spec section 4, "[resize]"); such a
+        file reads entirely from itself past the backing file's end. Same rule as the device
+        model's open path for profile 2.4.
+        """
+        if self.header.size <= backing_size:
+            return False
+        first = -(-backing_size // self.geometry.sectorsize)
+        last = min(self.sectors, self.covered_sectors)
+        return first >= last or bm.all_set(self.bitmap, first, last - first)
+
     def extents(self, first: int = 0, limit: int | None = None) -> Iterator[Extent]:
         """Alternating marked/unmarked extents covering sectors [first, limit) (default: all)."""
         limit = self.sectors if limit is None else limit

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from ..cow.create import backing_size
 from ..cow.header import CowHeader
@@ -36,6 +36,7 @@ class BackingStatus:
     mtime: int | None = None
     size_match: bool | None = None     # None: could not be checked (missing backing file)
     mtime_match: bool | None = None
+    grown: bool = False                # [resize] header size > file size, tail fully marked
     error: str | None = None
 
 
@@ -111,6 +112,16 @@ def inspect(path: str, backing: str | None = None) -> InfoReport:
     if geometry is not None:
         marked = _inspect_data(path, geometry, st, hazards)
     backing_path = backing if backing is not None else header.backing_path
+    status = backing_status(header, backing_path)
+    if geometry is not None and status.size is not None and status.size < header.size:
+        with CowImage.open(path) as image:
+            if image.grown_over(status.size):
+                status = replace(status, grown=True)
+                hazards.append(Hazard("grown_by_resize", (
+                    f"header size {header.size} > backing file size {status.size}, and every "
+                    "sector past the backing file's end is marked: a COW file grown by the 2.4 "
+                    "COW-resize patch. Profile 2.4 and ubdsim moo accept it (the merge is the "
+                    "grown disk); Linux 6.1 and uml_moo refuse it with Size mismatch")))
     return InfoReport(
         path=path, version=header.version, layout=header.layout.name, fields=_fields(header),
         kernel_notes=notes,
@@ -121,7 +132,7 @@ def inspect(path: str, backing: str | None = None) -> InfoReport:
         sectors_marked=marked,
         expected_length=geometry.file_length if geometry else None,
         apparent_bytes=st.st_size, allocated_bytes=st.st_blocks * 512,
-        backing=backing_status(header, backing_path), hazards=hazards)
+        backing=status, hazards=hazards)
 
 
 def _inspect_data(path: str, geometry: Geometry, st: os.stat_result, hazards: list[Hazard]) -> int:

@@ -52,6 +52,7 @@ class MergeResult:
     in_place: bool
     resumed: bool                # an in-place merge that found its journal from a crashed run
     size: int                    # bytes of the merged image
+    backing_size: int            # bytes of the backing file (smaller for a 2.4-grown COW file)
     sectors: int
     sectors_from_cow: int
     sectors_from_backing: int
@@ -68,8 +69,8 @@ def journal_path(cow_path: str) -> str:
     return os.path.join(directory, f".{name}.ubdsim-merge")
 
 
-def check_backing(image: CowImage, backing: str, *, resume_ok: bool = False) -> os.stat_result:
-    """Refuse a backing file that is missing or whose size or mtime differ from the header.
+def check_backing(image: CowImage, backing: str, *, resume_ok: bool = False) -> int:
+    """The backing file's size, after refusing one that is missing or does not match the header.
 
     Texts follow uml_moo's `Size mismatch (%ld vs %ld) of COW header vs backing file "%s"`
     (header value first). `resume_ok` accepts an mtime mismatch (a journaled in-place merge).
@@ -85,14 +86,16 @@ def check_backing(image: CowImage, backing: str, *, resume_ok: bool = False) -> 
         raise BackingError(f'backing file "{backing}" is not a regular file or block device')
     header = image.header
     actual = backing_size(os.fsencode(backing))
-    if actual != header.size:
+    # [resize] a COW file grown by the 2.4 patch is a larger disk over this backing file:
+    # merge it (into the grown image) as profile 2.4 would open it. uml_moo and 6.1 refuse it.
+    if actual != header.size and not image.grown_over(actual):
         raise SizeMismatch(f'Size mismatch ({header.size} vs {actual}) of COW header vs backing '
                            f'file "{backing}"', args=(header.size, actual))
     mtime = int(st.st_mtime)
     if (mtime & 0xFFFFFFFF) != header.mtime and not resume_ok:
         raise MtimeMismatch(f'mtime mismatch ({header.mtime} vs {mtime}) of COW header vs backing '
                             f'file "{backing}"', args=(header.mtime, mtime))
-    return st
+    return actual
 
 
 def write_nonzero(fd: int, data: memoryview, offset: int, block: int = ZERO_BLOCK) -> int:
@@ -134,7 +137,7 @@ def merge_new(cow: str, output: str, *, backing: str | None = None, force: bool 
     with CowImage.open(cow) as image:
         lock_file(image.fd, cow, exclusive=False)
         backing_path = backing if backing is not None else image.header.backing_path
-        check_backing(image, backing_path)
+        backing_bytes = check_backing(image, backing_path)
         bfd = os.open(backing_path, os.O_RDONLY | os.O_CLOEXEC)
         try:
             lock_file(bfd, backing_path, exclusive=False)
@@ -156,7 +159,7 @@ def merge_new(cow: str, output: str, *, backing: str | None = None, force: bool 
             os.close(bfd)
         marked = image.count_marked()
         return MergeResult(cow=cow, backing=backing_path, output=output, in_place=False,
-                           resumed=False, size=size, sectors=image.sectors, sectors_from_cow=marked,
+                           resumed=False, size=size, backing_size=backing_bytes, sectors=image.sectors, sectors_from_cow=marked,
                            sectors_from_backing=image.sectors - marked, bytes_written=written,
                            seconds=round(time.monotonic() - started, 6))
 
@@ -174,7 +177,7 @@ def merge_in_place(cow: str, *, backing: str | None = None, chunk_bytes: int = C
         backing_path = backing if backing is not None else image.header.backing_path
         journal = journal_path(cow)
         resumed = _journal_matches(journal, image, backing_path)
-        check_backing(image, backing_path, resume_ok=resumed)
+        backing_bytes = check_backing(image, backing_path, resume_ok=resumed)
         bfd = os.open(backing_path, os.O_RDWR | os.O_CLOEXEC)
         try:
             lock_file(bfd, backing_path, exclusive=True)
@@ -200,6 +203,8 @@ def merge_in_place(cow: str, *, backing: str | None = None, chunk_bytes: int = C
                     done += n
                     if progress:
                         progress(done, total)
+            if os.fstat(bfd).st_size < size and stat.S_ISREG(os.fstat(bfd).st_mode):
+                os.ftruncate(bfd, size)     # [resize] a grown COW file grows its backing file
             os.fsync(bfd)
         finally:
             os.close(bfd)
@@ -208,7 +213,8 @@ def merge_in_place(cow: str, *, backing: str | None = None, chunk_bytes: int = C
             fsync_directory(os.path.dirname(journal))
         marked = image.count_marked()
         return MergeResult(cow=cow, backing=backing_path, output=backing_path, in_place=True,
-                           resumed=resumed, size=size, sectors=image.sectors,
+                           resumed=resumed, size=size, backing_size=backing_bytes,
+                           sectors=image.sectors,
                            sectors_from_cow=marked, sectors_from_backing=image.sectors - marked,
                            bytes_written=written, seconds=round(time.monotonic() - started, 6))
 
