@@ -41,7 +41,7 @@ def test_fresh_uml_mkcow_file(tmp):
     assert report["allocated_bytes"] == os.stat("cow").st_blocks * 512
     assert report["backing"] == {"path": f"{tmp}/backing", "present": True, "size": 4 << 20,
                                  "mtime": int(st.st_mtime), "size_match": True,
-                                 "mtime_match": True, "error": None}
+                                 "mtime_match": True, "grown": False, "error": None}
     assert report["hazards"] == [] and report["kernel_notes"] == []
 
 
