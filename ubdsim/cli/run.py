@@ -4,12 +4,19 @@
 
 WORDs are kernel command-line options, parsed as the chosen kernel parses them
 (`ubd0=cow.img,root_fs`, `ubd1r=data.img`, `ubd0=cow,back,256M` ...). The units are then
-opened the way the kernel opens them at boot, printing the kernel's messages (to stderr,
-and to --log FILE alone and unprefixed). COMMAND then runs with /dev/ubda../dev/ubdp,
+registered and opened the way the kernel boots them, printing the kernel's messages (to
+stderr, and to --log FILE alone and unprefixed). COMMAND then runs with /dev/ubda../dev/ubdp,
 /dev/ubd0.. and /dev/ubd/0.. served by ubdsim's device model (every spelling works under
 every kernel profile): stat shows a block device (major 98, minor unit*16), dd, blockdev,
 mkfs, e2fsck, debugfs, sfdisk and your own programs read and write through the driver's
-COW logic. A unit that is not configured, or failed to open, has no node (ENOENT).
+COW logic. A unit that is not configured, or whose file could not be sized, has no node
+(ENOENT); under 2.4 neither has one whose boot open failed (its ubd_add() opens the unit).
+
+Like the driver, ubdsim keeps a unit's files open only while something has the device open:
+the boot's partition scan opens and closes each unit, and every open of a closed device
+reopens its files (messages printed again, host locks retaken, COW header and bitmap
+reread); a failing reopen fails the guest's open with the kernel's errno. The device is
+closed again once no guest descriptor refers to it (noticed at the next open of it).
 
 How it works: a seccomp filter stops the guest only on calls that can touch a device
 (open, stat, read, write, ioctl, ...); ubdsim, a ptrace tracer, answers those for device
@@ -103,21 +110,21 @@ def run(args: argparse.Namespace) -> int:
     # Imported here: they pull in numpy and ctypes, which other commands do not need.
     from ..cmdline.parse import parse_command_line
     from ..device.events import EventBus
-    from ..device.open import boot_units
+    from ..device.disk import boot_disks
     from ..harness import HarnessRules, run_guest
 
     log = KernelLog(args.log)
-    units: dict = {}
+    disks: dict = {}
     try:
         parsed = parse_command_line(words, profile)
         for line in parsed.messages:
             log(line)
         bus = EventBus(lambda event: log(event.data["text"]) if event.kind == "message" else None)
-        units, _messages, _failures = boot_units(parsed.units, profile, bus)
+        disks, _messages, _failures = boot_disks(parsed.units, profile, bus)
         sys.stdout.flush()
-        return run_guest(units, command, max_units=profile.cmdline.max_units,
+        return run_guest(disks, command, max_units=profile.cmdline.max_units,
                          rules=HarnessRules.from_profile(profile), pin=args.pin)
     finally:
-        for unit in units.values():
-            unit.close()
+        for disk in disks.values():
+            disk.close()
         log.close()

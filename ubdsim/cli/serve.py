@@ -3,10 +3,12 @@
   ubdsim serve [--kernel P] [--unix PATH | --port N] [--flush kernel|fsync] WORD...
 
 WORDs are kernel command-line options (`ubd0=cow,backing ubd1r=disk.img ...`), parsed and
-opened exactly as the chosen kernel boots them: the kernel's messages are printed on stderr,
-and units that fail to open are left out (the kernel boots on without them). Each unit that
-opened becomes one NBD export named as the kernel names the disk: ubda, ubdb... under 6.1,
-ubd0, ubd1... under 2.4. The first unit is also the default export (empty name).
+booted exactly as the chosen kernel boots them: the kernel's messages are printed on stderr.
+The server then opens each disk once, as a guest holding /dev/ubdX open would, and keeps it
+open until it stops (clients come and go without reopening anything); units that fail to
+open are left out. Each unit that opened becomes one NBD export named as the kernel names the
+disk: ubda, ubdb... under 6.1, ubd0, ubd1... under 2.4. The first unit is also the default
+export (empty name).
 
 Clients: qemu (`-blockdev driver=nbd,...`), qemu-io, qemu-img, `ubdsim vm`. For example:
   ubdsim serve --kernel 6.1 --unix /tmp/u.sock ubd0=disk.cow,disk.img &

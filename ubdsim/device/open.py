@@ -1,9 +1,10 @@
 """Opening units the way the driver does at boot: size, open, create, switch, check, lock.
 
-From: `arch/um/drivers/ubd_kern.c` ubd_init() -> ubd_add() -> ubd_file_size() (device size),
-then the partition scan's ubd_open() -> ubd_open_dev() -> open_ubd_file(),
-path_requires_switch(), backing_file_mismatch(), create_cow_file() [6.1]; 2.4.20-4um as the
-spec describes it, plus the [resize] patch (`resize.py`).
+From: `arch/um/drivers/ubd_kern.c` ubd_add() -> ubd_file_size() (device size: `add_size`),
+and ubd_open() -> ubd_open_dev() -> open_ubd_file(), path_requires_switch(),
+backing_file_mismatch(), create_cow_file() (`open_dev`) [6.1]; 2.4.20-4um as the spec
+describes it, plus the [resize] patch (`resize.py`). When each runs (boot, every first open
+of the device) is `disk.py`'s business; `open_unit` is both steps at once, for one-shot users.
 
 Every printk goes into the unit's `messages` (and out as a `message` event) in print order;
 a unit that fails to open raises UbdError whose `printed` attribute holds the lines printed.
@@ -24,6 +25,7 @@ from ..cow.sizes import div_round
 from ..errors import (BackingError, CowFormatError, MtimeMismatch, ResizeError, SizeMismatch,
                       UbdError)
 from ..messages import render
+from ..messages.device import UNLEVELLED
 from ..profiles import Profile
 from .api import SECTOR_SIZE
 from .events import EventBus, EventSink, as_bus
@@ -35,12 +37,18 @@ from .unit import CowState, Unit, load_bitmap
 class _Log:
     """The kernel log of one unit's open: rendered lines, also sent out as events."""
 
-    def __init__(self, family: str, unit: int, events: EventBus) -> None:
-        self.family, self.unit, self.events = family, unit, events
+    def __init__(self, profile: Profile, unit: int, events: EventBus) -> None:
+        self.family, self.unit, self.events = profile.kernel_family, unit, events
+        self.text_max = profile.device.printk_text_max
         self.lines: list[str] = []
+        # open_ubd_file(): `*backing_file_out = backing_file` when the header's own backing
+        # file is used; ubd_dev->cow.file keeps it for the device's next open.
+        self.backing_out: str | None = None
 
     def __call__(self, msg_id: str, *args: object) -> None:
         text = render(msg_id, self.family, *args)
+        if self.text_max is not None:
+            text = text[:self.text_max + (2 if msg_id in UNLEVELLED else 0)]
         self.lines.append(text)
         if self.events.active:
             self.events.emit("message", self.unit, msg_id=msg_id, text=text)
@@ -53,11 +61,6 @@ class _OpenFailed(Exception):
         super().__init__(code)
         self.code = code
         self.error = error
-        self.at_add = False          # failed in ubd_add() (no disk): no ubd_open() line
-
-
-def _disk_name(unit: int) -> str:
-    return "ubd" + chr(ord("a") + unit)
 
 
 def file_size(path: str, log: _Log) -> int:
@@ -92,9 +95,16 @@ def device_size(spec: UnitSpec, profile: Profile, log: _Log) -> int:
         except OSError as err:
             raise _OpenFailed(err.errno) from None
         try:
-            source = _read_header(fd, profile).backing_path
-        except CowFormatError:
+            header = _read_header(fd, profile)
+        except CowFormatError as err:
+            # read_cow_header() prints why (`short header`, `invalid COW version`...).
+            for msg_id in getattr(err, "printed", ()):
+                log(msg_id)
             source = spec.file
+        else:
+            for msg_id in header.notes:
+                log(msg_id)
+            source = header.backing_path
         finally:
             os.close(fd)
     size = file_size(source, log)
@@ -286,44 +296,69 @@ def _create(spec: UnitSpec, writable: bool, profile: Profile, log: _Log, events:
     return fd, writable
 
 
-def open_unit(spec: UnitSpec, profile: Profile, events: EventBus | EventSink | None = None,
-              *, resize_mode: str = "safe") -> Unit:
-    """Open one configured unit as the kernel of `profile` would; returns a Unit.
-
-    Raises UbdError on failure; its `printed` attribute holds the kernel log lines (the unit
-    is then absent). `resize_mode` ("safe" or "in-place") applies to the [resize] patch only.
-    """
-    bus = as_bus(events)
-    log = _Log(profile.kernel_family, spec.unit, bus)
-    try:
-        unit = _open(spec, profile, log, bus, resize_mode)
-    except _OpenFailed as failed:
-        if profile.device.reports_cant_open and not failed.at_add:
-            log("device.cant_open", _disk_name(spec.unit), spec.file, failed.code)
+def _failure(failed: _OpenFailed | OSError, spec: UnitSpec, log: _Log) -> UbdError:
+    """The UbdError a failed step raises: errno, and the lines printed (`printed`)."""
+    if isinstance(failed, _OpenFailed):
         error = failed.error or UbdError(f"unit {spec.unit} ({spec.file}) failed to open",
                                          errno=failed.code)
-        error.printed = tuple(log.lines)  # type: ignore[attr-defined]
-        raise error from None
-    except OSError as err:
+    else:
         # A host failure the kernel has no message for (a directory given as a file, an I/O
         # error while reading the bitmap...): the unit fails, the boot goes on.
-        error = UbdError(f"unit {spec.unit} ({spec.file}): {err.strerror}", errno=err.errno)
-        error.printed = tuple(log.lines)  # type: ignore[attr-defined]
+        error = UbdError(f"unit {spec.unit} ({spec.file}): {failed.strerror}", errno=failed.errno)
+    error.printed = tuple(log.lines)  # type: ignore[attr-defined]
+    return error
+
+
+def add_size(spec: UnitSpec, profile: Profile, events: EventBus | EventSink | None = None) -> int:
+    """ubd_add() -> ubd_file_size(): the disk's size, fixed for its life. Raises UbdError
+    (`printed`: [6.1] `Failed to initialize ubd device N :...`) when it cannot be known: no
+    disk is registered then."""
+    log = _Log(profile, spec.unit, as_bus(events))
+    try:
+        return device_size(spec, profile, log)
+    except _OpenFailed as failed:
+        if profile.device.reports_cant_open:
+            log("device.init_failed", spec.unit, render("device.no_size", profile.kernel_family))
+        raise _failure(failed, spec, log) from None
+
+
+def open_dev(spec: UnitSpec, profile: Profile, size: int,
+             events: EventBus | EventSink | None = None, *, resize_mode: str = "safe") -> Unit:
+    """ubd_open() -> ubd_open_dev(): one open of a registered disk of `size` bytes.
+
+    Returns the Unit (its `messages`: the lines printed). Raises UbdError on failure, after
+    [6.1] ubd_open()'s `ubdX: Can't open "F": errno = N`; its `printed` holds the lines and
+    its `backing_file` ubd_dev->cow.file after this open (the header's backing path once
+    open_ubd_file() used it), for the next open. A Unit's is its `backing_path`.
+    """
+    bus = as_bus(events)
+    log = _Log(profile, spec.unit, bus)
+    try:
+        unit = _open(spec, profile, size, log, bus, resize_mode)
+    except (_OpenFailed, OSError) as failed:
+        if isinstance(failed, _OpenFailed) and profile.device.reports_cant_open:
+            log("device.cant_open", profile.device.disk_name(spec.unit), spec.file, failed.code)
+        error = _failure(failed, spec, log)
+        error.backing_file = log.backing_out or spec.backing  # type: ignore[attr-defined]
         raise error from None
     unit.messages = tuple(log.lines)
     return unit
 
 
-def _open(spec: UnitSpec, profile: Profile, log: _Log, bus: EventBus, resize_mode: str) -> Unit:
+def open_unit(spec: UnitSpec, profile: Profile, events: EventBus | EventSink | None = None,
+              *, resize_mode: str = "safe") -> Unit:
+    """Size and open one configured unit as the kernel of `profile` would; returns a Unit.
+
+    Raises UbdError on failure; its `printed` attribute holds the kernel log lines (the unit
+    is then absent). `resize_mode` ("safe" or "in-place") applies to the [resize] patch only.
+    """
+    size = add_size(spec, profile, events)
+    return open_dev(spec, profile, size, events, resize_mode=resize_mode)
+
+
+def _open(spec: UnitSpec, profile: Profile, size: int, log: _Log, bus: EventBus,
+          resize_mode: str) -> Unit:
     rules = profile.device
-    # ubd_add() -> ubd_file_size(): a failure here means no disk at all.
-    try:
-        size = device_size(spec, profile, log)
-    except _OpenFailed as failed:
-        if rules.reports_cant_open:
-            log("device.init_failed", spec.unit, render("device.no_size", profile.kernel_family))
-        failed.at_add = True
-        raise
     writable = not spec.readonly
     fd, writable, header, backing = _open_ubd_file(spec, writable, profile, log, bus)
     try:
@@ -401,12 +436,13 @@ def _check_cow(fd: int, spec: UnitSpec, profile: Profile, log: _Log, bus: EventB
         if bus.active:
             bus.emit("switch", spec.unit, file=spec.file, old_backing=header.backing_path,
                      new_backing=requested, version=profile.format.switch_version)
-        # open_ubd_file() keeps the OLD version and offsets for the rest of THIS open, but that
-        # open is the boot's partition scan, which closes the device again; the guest's first
-        # open re-reads the rewritten header (measured: after a V2 -> V3 switch the guest reads
-        # through the V3 geometry). The Unit serves what the guest sees: the new header.
+        # open_ubd_file() keeps the OLD version and offsets for the rest of THIS open, but the
+        # switch happens in the boot's partition scan, which closes the device again; the
+        # guest's first open re-reads the rewritten header (measured: after a V2 -> V3 switch
+        # the guest reads through the V3 geometry). The Unit serves what the guest sees.
         return _read_header(fd, profile), requested
     backing = header.backing_path
+    log.backing_out = backing
     problem = _mismatch(backing, header, log, profile, tail)
     if problem is not None:
         raise _OpenFailed(problem.errno, problem)
@@ -418,6 +454,10 @@ def _attach_cow(fd: int, spec: UnitSpec, header: CowHeader, backing: str, profil
     """ubd_open_dev() after open_ubd_file(): read the bitmap, open the backing file read-only
     (locked F_RDLCK unless flag c). Failures here print no `Failed to open` line."""
     geometry = header.geometry()
+    if geometry.bitmap_len == 0 and profile.device.empty_bitmap_fails:
+        # [6.1] vmalloc(0) returns NULL (mm/vmalloc.c __vmalloc_node_range(): size 0).
+        log("device.vmalloc_failed")
+        raise _OpenFailed(errno.ENOMEM)
     bitmap, region = load_bitmap(fd, geometry, profile.device.bitmap_word)
     state = CowState(header=header, geometry=geometry, backing_path=backing, backing_fd=-1,
                      bitmap=bitmap, bitmap_map=region)
@@ -478,10 +518,13 @@ def _resize_on_open(fd: int, spec: UnitSpec, cow: CowState, writable: bool, prof
 def boot_units(specs: Mapping[int, UnitSpec] | Iterable[UnitSpec], profile: Profile,
                events: EventBus | EventSink | None = None, *, resize_mode: str = "safe"
                ) -> tuple[dict[int, Unit], list[str], dict[int, UbdError]]:
-    """ubd_init(): open units 0, 1, 2... in order; returns (units, messages, failures).
+    """`open_unit` for units 0, 1, 2... in order; returns (units, messages, failures).
 
-    `messages` are the kernel log lines in print order; a failed unit is absent from `units`
-    and its error (errno, printed lines) is in `failures`.
+    Each unit is sized and opened ONCE and stays open: the messages are those of a boot
+    whose guest then holds every unit open. (`disk.boot_disks` is the driver's real
+    lifecycle: closed after the boot, reopened by each first open.) `messages` are the
+    kernel log lines in print order; a failed unit is absent from `units` and its error
+    (errno, printed lines) is in `failures`.
     """
     items = specs.values() if isinstance(specs, Mapping) else specs
     units: dict[int, Unit] = {}
@@ -499,4 +542,4 @@ def boot_units(specs: Mapping[int, UnitSpec] | Iterable[UnitSpec], profile: Prof
     return units, messages, failures
 
 
-__all__ = ["open_unit", "boot_units", "device_size", "file_size"]
+__all__ = ["add_size", "open_dev", "open_unit", "boot_units", "device_size", "file_size"]

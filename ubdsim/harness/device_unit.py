@@ -1,10 +1,12 @@
-"""One configured unit as the guest's block layer sees it: the device model plus the
-block-layer state that lives above the driver (soft block size, BLKROSET, read-ahead)."""
+"""One configured unit as the guest's block layer sees it: the registered disk, the unit the
+driver has open while some guest descriptor refers to it, and the block-layer state that
+lives above the driver (soft block size, BLKROSET, read-ahead)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from ..device.api import BlockDevice
+from ..device.disk import Disk
 from .nodes import NodeStat
 from .pagecache import initial_block_size
 
@@ -12,16 +14,21 @@ from .pagecache import initial_block_size
 @dataclass
 class Unit:
     number: int
-    device: BlockDevice
+    disk: Disk
     node: NodeStat
     soft_block_max: int = 4096
     block_size: int = 0            # BLKBSZGET; 0 until __post_init__ computes it
     read_only_set: bool = False    # BLKROSET (bdev->bd_read_only)
     read_ahead_sectors: int = 256  # BLKRAGET: default 128 KiB read-ahead
     exclusive_inodes: set[int] = field(default_factory=set)
+    # The driver's opened unit while the guest holds the disk open (None at count 0); every
+    # descriptor-based handler reaches it through an open descriptor, so it is set then.
+    device: BlockDevice | None = None
+    # memfd inodes standing for this unit's opens not yet released (see session.py).
+    open_inodes: set[int] = field(default_factory=set)
 
     def __post_init__(self) -> None:
-        self.initial_block_size = initial_block_size(self.device.size, self.soft_block_max)
+        self.initial_block_size = initial_block_size(self.disk.size, self.soft_block_max)
         if not self.block_size:
             self.block_size = self.initial_block_size
 
@@ -34,9 +41,9 @@ class Unit:
 
     @property
     def size(self) -> int:
-        return self.device.size
+        return self.disk.size
 
     @property
     def read_only(self) -> bool:
-        """bdev_read_only(): the unit's own flag, or BLKROSET."""
-        return self.device.readonly or self.read_only_set
+        """bdev_read_only(): the disk's flag (set_disk_ro() at its last open), or BLKROSET."""
+        return self.disk.readonly or self.read_only_set

@@ -90,13 +90,9 @@ class OpenFiles:
         self.by_inode[ino] = open_file
         return ino
 
-    def unit_in_use(self, unit: Unit, tgids: set[int]) -> bool:
-        """Whether any descriptor of the guest tree still has `unit` open (bd_openers)."""
-        return any(self.by_inode[ino].unit is unit for ino in self.live_inodes(tgids))
-
     def live_inodes(self, tgids: set[int]) -> set[int]:
-        """Inodes still referenced by some descriptor of the guest tree (for O_EXCL): we do
-        not see close(), so liveness is read from /proc when it matters."""
+        """Inodes still referenced by some descriptor of the guest tree (open counts, O_EXCL):
+        we do not see close(), so liveness is read from /proc when it matters."""
         live = set()
         for tgid in tgids:
             try:

@@ -1,5 +1,15 @@
 """One guest run: the units, the open descriptions, guest memory, and the dispatcher that
-the tracer calls at every seccomp stop."""
+the tracer calls at every seccomp stop.
+
+Opens and releases of a disk follow the driver's open count (ubd_kern.c ubd_open() /
+ubd_release(), `device/disk.py`): each guest open of a node opens the Disk (the first one
+reopens the driver's files), each open file description released releases it once. The
+host kernel closes memfds behind our back (close, dup2 over, exit, close-on-exec), so a
+release is noticed lazily: at the next open of that unit, and when the run ends, by reading
+which memfd inodes the traced processes still hold (`/proc/PID/fd`). Until then the files,
+their locks and the in-memory bitmap stay as they were, which only another opener of the
+same files (another process, or a later guest open) could tell apart.
+"""
 from __future__ import annotations
 
 import errno
@@ -8,7 +18,7 @@ import sys
 import time
 from typing import Mapping, Sequence
 
-from ..device.api import BlockDevice
+from ..device.disk import Disk
 from ..errors import UbdError
 from . import nodes
 from .device_unit import Unit
@@ -26,13 +36,13 @@ AT_FDCWD = -100
 class Session:
     """What every handler receives as `h`."""
 
-    def __init__(self, devices: Mapping[int, BlockDevice], max_units: int,
+    def __init__(self, disks: Mapping[int, Disk], max_units: int,
                  rules: HarnessRules = HarnessRules()) -> None:
         now = time.time_ns()
         self.rules = rules
         self.units: dict[int, Unit] = {
-            n: Unit(n, dev, nodes.node_stat(n, now), rules.soft_block_max)
-            for n, dev in devices.items()}
+            n: Unit(n, disk, nodes.node_stat(n, now), rules.soft_block_max)
+            for n, disk in disks.items()}
         self.max_units = max_units
         self.mem = GuestMemory()
         self.opens = OpenFiles()
@@ -45,6 +55,46 @@ class Session:
 
     def tgids(self) -> set[int]:
         return set(self.tracer.tids)
+
+    def live_inodes(self) -> set[int]:
+        """Device memfd inodes some traced process still holds (one /proc scan)."""
+        return self.opens.live_inodes(self.tgids())
+
+    def release_closed(self, unit: Unit, live: set[int]) -> None:
+        """ubd_release() once per open file description of `unit` that no descriptor of the
+        guest tree refers to any more (the last of them closes the driver's files)."""
+        for ino in unit.open_inodes - live:
+            self.opens.by_inode.pop(ino, None)
+            self._release(unit, ino)
+
+    def open_disk(self, unit: Unit) -> None:
+        """ubd_open(): opens the driver's files when the count is 0; raises UbdError."""
+        unit.device = unit.disk.open()
+
+    def adopt(self, unit: Unit, ino: int) -> None:
+        """A fresh open file description of `unit` now stands at memfd inode `ino`. Inode
+        numbers are unique among live memfds, so one already counted belongs to a
+        description that is gone: that one is released first."""
+        for other in self.units.values():
+            if ino in other.open_inodes:
+                self._release(other, ino)
+        unit.open_inodes.add(ino)
+
+    def _release(self, unit: Unit, ino: int) -> None:
+        unit.open_inodes.discard(ino)
+        unit.exclusive_inodes.discard(ino)
+        self.drop_open(unit)
+
+    def drop_open(self, unit: Unit) -> None:
+        """ubd_release() of one open; the last one closes the driver's files."""
+        unit.disk.release()
+        if unit.disk.count == 0:
+            unit.device = None
+
+    def finish(self) -> None:
+        """End of the run: every open still counted is released."""
+        for unit in self.units.values():
+            self.release_closed(unit, set())
 
     def node_at(self, tid: int, dirfd: int, path_addr: int) -> int | None:
         """The unit number a guest path names (configured or not), None when it is no ubd
@@ -83,10 +133,14 @@ class Session:
             return Fail(errno.EIO)
 
 
-def run_guest(devices: Mapping[int, BlockDevice], argv: Sequence[str], *, max_units: int,
+def run_guest(disks: Mapping[int, Disk], argv: Sequence[str], *, max_units: int,
               rules: HarnessRules = HarnessRules(), pin: bool = True) -> int:
-    """Run `argv` with `devices` (unit number -> opened unit) visible as ubd nodes; returns
-    the guest's exit status (128+N when signal N killed it or interrupted ubdsim)."""
-    session = Session(devices, max_units, rules)
-    session.tracer.spawn(argv, build_filter(traced_numbers()), pin=pin)
-    return session.tracer.run()
+    """Run `argv` with `disks` (unit number -> registered disk, closed) visible as ubd nodes;
+    returns the guest's exit status (128+N when signal N killed it or interrupted ubdsim).
+    Every disk is closed again when this returns."""
+    session = Session(disks, max_units, rules)
+    try:
+        session.tracer.spawn(argv, build_filter(traced_numbers()), pin=pin)
+        return session.tracer.run()
+    finally:
+        session.finish()

@@ -18,6 +18,10 @@ def _same(source: str, text: str, families: tuple[str, ...] = _BOTH) -> MessageT
     return MessageText(source=source, texts={f: text for f in families})
 
 
+# The driver's messages printed without a KERN_<LEVEL> prefix (2 more characters fit in a
+# printk record, see DeviceRules.printk_text_max).
+UNLEVELLED: frozenset[str] = frozenset({"device.open_failed"})
+
 MESSAGES: dict[str, MessageText] = {
     # ubd_open_dev(): after create_cow_file() succeeded (6.1 prints it only on success).
     "device.creating": _same("ubd_kern.c ubd_open_dev()", 'Creating "%s" as COW file for "%s"'),
@@ -30,6 +34,8 @@ MESSAGES: dict[str, MessageText] = {
     "device.init_failed": _same("ubd_kern.c ubd_init()", "Failed to initialize ubd device %d :%s",
                                 ("6.1",)),
     "device.no_size": _same("ubd_kern.c ubd_add()", "Couldn't determine size of device's file"),
+    "device.vmalloc_failed": _same("ubd_kern.c ubd_open_dev()", "Failed to vmalloc COW bitmap",
+                                   ("6.1",)),
     "device.read_header_failed": _same("ubd_kern.c open_ubd_file()",
                                        'Failed to read COW header from COW file "%s", errno = %d'),
     # path_requires_switch()

@@ -1,7 +1,13 @@
-"""From `ubd` kernel options to NBD exports: parse, open the units, name and wrap them.
+"""From `ubd` kernel options to NBD exports: parse, boot the disks, open, name and wrap them.
 
 Shared by `ubdsim serve` and `ubdsim vm` so both print the same kernel log and export the
 same devices as `ubdsim run` sees them (one device model: ubdsim.device).
+
+Lifecycle (ubdsim/device/disk.py): the disks boot as the kernel boots them (sized, opened by
+the partition scan, released), then the server opens each registered disk ONCE and holds it
+open for its whole life, as a guest holding /dev/ubdX open would: clients connecting and
+disconnecting do not reopen the files. A disk whose open fails prints the kernel's messages
+again (`ubdX: Can't open ...` [6.1]) and is not exported.
 """
 from __future__ import annotations
 
@@ -11,31 +17,26 @@ from dataclasses import dataclass
 
 from ..cow import bitmap as bits
 from ..device.api import SECTOR_SIZE
+from ..device.disk import Disk
 from ..device.unit import Unit
 from ..errors import UbdError
 from ..profiles import Profile
+from ..profiles.device_rules import DISK_NAME_STYLES
 from .server import Export
 
 FLUSH_MODES = ("kernel", "fsync")
 
-# The disk name each kernel family registers for unit N (the export is named after it):
-# [6.1] ubd_kern.c ubd_disk_register(): sprintf(disk_name, "ubd%c", 'a' + unit);
-# [2.4] the device nodes are /dev/ubd0../dev/ubd7 (minor = unit << UBD_SHIFT).
-_DISK_NAME_STYLES: dict[str, Callable[[int], str]] = {
-    "6.1": lambda unit: "ubd" + chr(ord("a") + unit),
-    "2.4": lambda unit: f"ubd{unit}",
-}
-
 
 def disk_name(profile: Profile, unit: int) -> str:
-    return _DISK_NAME_STYLES[profile.kernel_family](unit)
+    """The name the profile's kernel registers for unit N; the export is named after it."""
+    return profile.device.disk_name(unit)
 
 
 def disk_aliases(profile: Profile, unit: int) -> tuple[str, ...]:
     """Every other spelling of the unit's name, accepted as `ubdsim run` accepts every node
     name under every profile (ubdsim/harness/nodes.py)."""
     own = disk_name(profile, unit)
-    return tuple(sorted({style(unit) for style in _DISK_NAME_STYLES.values()} - {own}))
+    return tuple(sorted({style(unit) for style in DISK_NAME_STYLES.values()} - {own}))
 
 
 def cow_allocation(unit: Unit) -> Callable[[int, int], Iterator[tuple[bool, int, int]]]:
@@ -92,15 +93,16 @@ def export_for(unit: Unit, profile: Profile, flush_mode: str) -> Export:
 
 @dataclass
 class OpenedUnits:
-    """The units that opened, as exports, and everything the kernel printed on the way."""
+    """The units that opened, as exports, and the disks behind them (held open)."""
 
     exports: list[Export]
-    units: list[Unit]
+    disks: list[Disk]
     failed: int
 
     def close(self) -> None:
-        for unit in self.units:
-            unit.close()
+        """ubd_release() of the server's open of each disk: the files are closed."""
+        for disk in self.disks:
+            disk.close()
 
 
 def open_exports(words: list[str], profile: Profile, flush_mode: str,
@@ -111,14 +113,21 @@ def open_exports(words: list[str], profile: Profile, flush_mode: str,
     in print order; units that fail are left out, as the kernel boots on without them.
     """
     from ..cmdline.parse import parse_command_line
-    from ..device.open import boot_units
+    from ..device.disk import boot_disks
+    from ..device.events import EventBus
 
     parsed = parse_command_line(words, profile)
     for line in parsed.messages:
         print_line(str(line))
-    units, messages, failures = boot_units(parsed.units, profile)
-    for line in messages:
-        print_line(line)
-    ordered = [units[n] for n in sorted(units)]
-    return OpenedUnits([export_for(u, profile, flush_mode) for u in ordered], ordered,
-                       len(failures))
+    bus = EventBus(lambda event: print_line(event.data["text"]) if event.kind == "message" else None)
+    disks, _messages, _failures = boot_disks(parsed.units, profile, bus)
+    held: list[Disk] = []
+    units: list[Unit] = []
+    for n in sorted(disks):
+        try:
+            units.append(disks[n].open())
+        except UbdError:
+            continue                    # its messages are printed; nothing to export
+        held.append(disks[n])
+    failed = len(parsed.units) - len(units)
+    return OpenedUnits([export_for(u, profile, flush_mode) for u in units], held, failed)

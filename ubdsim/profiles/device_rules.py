@@ -6,6 +6,7 @@ for the 2.4 rows.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -45,6 +46,39 @@ class DeviceRules:
     # do_io() [6.1]: after a partial pread the loop reads again at the SAME offset into the
     # advanced buffer, so a sector cut by EOF repeats its tail bytes instead of zero-filling.
     short_read_rereads: bool
+    # ubd_add(): [2.4.20] opens the device (ubd_open_dev) before sizing it and drops a unit
+    # whose open fails; [6.1] only sizes it (ubd_file_size), registers the disk, and the
+    # partition scan's open (ubd_open) may then fail with the disk staying registered.
+    add_opens_device: bool
+    # ubd_open_dev() [6.1]: vmalloc(bitmap_len) of a 0-byte bitmap (an empty backing file)
+    # returns NULL: `Failed to vmalloc COW bitmap`, ENOMEM (measured with linux.uml).
+    empty_bitmap_fails: bool
+    # ubd_open(): opening a read-only unit for writing fails with EROFS ([2.4.20] has the
+    # test; [6.1] has it commented out: the open succeeds and writes get EPERM).
+    write_open_of_readonly_fails: bool
+    # Largest soft block (page-cache buffer) size: buffered writes reach the driver in whole
+    # blocks of this size when the device size allows ([6.1] block/bdev.c
+    # set_init_blocksize(): a page, 4096; [2.4] BLOCK_SIZE, 1024).
+    soft_block_max: int
+    # The gendisk's name for unit N: [6.1] ubd_disk_register() "ubd%c" ('a' + unit) ->
+    # "letter"; [2.4] the nodes /dev/ubd0..ubd7 -> "digit".
+    disk_name_style: str
+    # vprintk_store() [6.1]: a message is cut at LOG_LINE_MAX (992 bytes with its NUL and
+    # its 2-byte KERN_<LEVEL> prefix): 989 visible characters (991 for a message printed
+    # without a level). Only a path can be that long (a garbage COW header's backing path:
+    # measured with linux.uml). None: not modelled ([2.4]: the spec says nothing).
+    printk_text_max: int | None
+
+    def disk_name(self, unit: int) -> str:
+        return DISK_NAME_STYLES[self.disk_name_style](unit)
+
+
+# Every spelling of a disk name; the harness and `ubdsim serve` accept all of them under
+# every profile (issue 5), each profile names its disks with its own.
+DISK_NAME_STYLES: dict[str, Callable[[int], str]] = {
+    "letter": lambda unit: "ubd" + chr(ord("a") + unit),
+    "digit": lambda unit: f"ubd{unit}",
+}
 
 
 DEVICE_2_4_RESIZE = DeviceRules(
@@ -52,16 +86,22 @@ DEVICE_2_4_RESIZE = DeviceRules(
     bitmap_word=4, bitmap_end_guard=False, segment_bytes=4096, switch_if_header_unstatable=False,
     announce_creation_first=True, creation_trailing_byte=False, supports_discard=False,
     flush_syncs_first_fd=False, reports_cant_open=False, accepts_grown_cow=True,
-    cow_request_sectors=None, read_offset_drift=False, short_read_rereads=False)
+    cow_request_sectors=None, read_offset_drift=False, short_read_rereads=False,
+    add_opens_device=True, empty_bitmap_fails=False, write_open_of_readonly_fails=True,
+    soft_block_max=1024, disk_name_style="digit", printk_text_max=None)
 DEVICE_2_4_STOCK = DeviceRules(
     resize_patch=False, takes_locks=False, size_granule=1024, size_rounds_up=False,
     bitmap_word=4, bitmap_end_guard=False, segment_bytes=4096, switch_if_header_unstatable=False,
     announce_creation_first=True, creation_trailing_byte=False, supports_discard=False,
     flush_syncs_first_fd=False, reports_cant_open=False, accepts_grown_cow=False,
-    cow_request_sectors=None, read_offset_drift=False, short_read_rereads=False)
+    cow_request_sectors=None, read_offset_drift=False, short_read_rereads=False,
+    add_opens_device=True, empty_bitmap_fails=False, write_open_of_readonly_fails=True,
+    soft_block_max=1024, disk_name_style="digit", printk_text_max=None)
 DEVICE_6_1 = DeviceRules(
     resize_patch=False, takes_locks=True, size_granule=512, size_rounds_up=True,
     bitmap_word=8, bitmap_end_guard=True, segment_bytes=4096, switch_if_header_unstatable=True,
     announce_creation_first=False, creation_trailing_byte=True, supports_discard=True,
     flush_syncs_first_fd=True, reports_cant_open=True, accepts_grown_cow=False,
-    cow_request_sectors=64, read_offset_drift=True, short_read_rereads=True)
+    cow_request_sectors=64, read_offset_drift=True, short_read_rereads=True,
+    add_opens_device=False, empty_bitmap_fails=True, write_open_of_readonly_fails=False,
+    soft_block_max=4096, disk_name_style="letter", printk_text_max=989)

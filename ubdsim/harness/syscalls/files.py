@@ -10,6 +10,7 @@ import errno
 import os
 import struct
 
+from ...errors import UbdError
 from ..fdstate import O_ACCMODE, O_CLOEXEC, O_CREAT, O_EXCL, O_LARGEFILE, O_TRUNC, O_WRONLY, OpenFile
 from ..nodes import NodeStat
 from .numbers import number
@@ -46,17 +47,27 @@ def _open(h, tid: int, regs, dirfd: int, path_addr: int, flags: int) -> Result:
         return Fail(errno.EEXIST)           # fs/namei.c: the node exists
     if flags & O_DIRECTORY:
         return Fail(errno.ENOTDIR)
-    # ubd_kern.c ubd_open(): [2.4] refuses FMODE_WRITE on a read-only unit with EROFS;
-    # [6.1] has that test commented out, the open succeeds and writes get EPERM.
-    if flags & O_ACCMODE and unit.read_only and h.rules.write_open_of_readonly_fails:
-        return Fail(errno.EROFS)
-    if unit.block_size != unit.initial_block_size and not h.opens.unit_in_use(unit, h.tgids()):
+    live = h.live_inodes()
+    h.release_closed(unit, live)            # descriptions closed since: ubd_release()
+    exclusive = bool(flags & O_EXCL)
+    if exclusive and unit.exclusive_inodes & live:
+        return Fail(errno.EBUSY)            # bd_prepare_to_claim(): another exclusive holder
+    if unit.disk.count == 0:
         # block/bdev.c blkdev_get_whole(): the first opener gets set_init_blocksize() again,
         # undoing a BLKBSZSET made through descriptors that are all closed now.
         unit.block_size = unit.initial_block_size
-    exclusive = bool(flags & O_EXCL)
-    if exclusive and unit.exclusive_inodes & h.opens.live_inodes(h.tgids()):
-        return Fail(errno.EBUSY)            # bd_prepare_to_claim(): another exclusive holder
+    # ubd_kern.c ubd_open(): at count 0 ubd_open_dev() reopens the files (messages again);
+    # a failure fails this open with its errno.
+    try:
+        h.open_disk(unit)
+    except UbdError as err:
+        return Fail(err.errno or errno.EIO)
+    # ubd_open(): [2.4] refuses FMODE_WRITE on a read-only unit with EROFS (after opening
+    # it, so the open's messages come first); [6.1] has that test commented out, the open
+    # succeeds and writes get EPERM.
+    if flags & O_ACCMODE and unit.read_only and h.rules.write_open_of_readonly_fails:
+        h.drop_open(unit)
+        return Fail(errno.EROFS)
     saved = regs.copy()
     new = regs.copy()
     new.orig_rax = NR_MEMFD_CREATE
@@ -69,10 +80,13 @@ def _open(h, tid: int, regs, dirfd: int, path_addr: int, flags: int) -> Result:
         fd = _signed(exit_regs.rax)
         for name in ("rdi", "rsi", "rdx", "r10"):
             setattr(exit_regs, name, getattr(saved, name))
-        if fd >= 0:
-            ino = h.opens.register(tid, fd, OpenFile(unit, f_flags, exclusive=exclusive))
-            if exclusive:
-                unit.exclusive_inodes.add(ino)
+        if fd < 0:
+            h.drop_open(unit)               # no description came of it: ubd_release()
+            return
+        ino = h.opens.register(tid, fd, OpenFile(unit, f_flags, exclusive=exclusive))
+        h.adopt(unit, ino)
+        if exclusive:
+            unit.exclusive_inodes.add(ino)
 
     return NeedsExit(new, on_exit)
 
