@@ -14,6 +14,7 @@ One run each: the machine is shared, so numbers are noisy; compare ratios, not a
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import subprocess
@@ -111,6 +112,7 @@ def main() -> int:
         for _ in range(size >> 20):
             f.write(chunk)
     small4k, bigm = args.small_mib * 256, args.big_mib
+    load_before = os.getloadavg()
     try:
         started = time.time()
         uml = run_uml(work, "\n".join(dd_lines("/dev/ubda", small4k, bigm)) + "\n")
@@ -126,7 +128,9 @@ def main() -> int:
     print("(MB/s, one run each on a shared machine: noisy)")
     print(f"per call: native lseek {native_call:.2f} us; under ubdsim, passed-through stop "
           f"{passthrough:.2f} us, emulated stop {emulated:.2f} us")
-    print(f"total {time.time() - started:.0f} s")
+    print(f"total {time.time() - started:.0f} s; load average (1/5/15 min) before "
+          f"{'/'.join(f'{x:.2f}' for x in load_before)}, after "
+          f"{'/'.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
     return 0 if len(uml) == len(sim) == len(native) == len(WORKLOADS) else 1
 
 

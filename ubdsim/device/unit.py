@@ -6,9 +6,11 @@ describes it. A request (one `read`/`write`/`discard` call) is cut into segments
 block layer hands bio_vecs to the driver (one page each, from the request's start: what a
 page-aligned guest buffer gives). For a COW unit, the kernel first maps EVERY segment of the
 request (sets the bits in its in-memory bitmap and snapshots the two bitmap words each segment
-will write back), then for each segment writes the data and then those words. That order is
-reproduced exactly, because it decides which crash states are possible: data without its bit,
-or (on a reordering host) a bit without its data.
+will write back), then for each segment writes the data and then those words. ubdsim writes
+the same final bytes with two kinds of host write per call (all the data, then the union of
+those words, see `Unit.write`), and reports the kernel's segment-by-segment steps as events.
+What matters for crash states is kept: data reaches the file before the bits that mark it, so
+a crash can leave data without its bit, never (on an ordering host) a bit without its data.
 
 Reads reproduce 6.1's do_io() arithmetic, bugs included (both measured with linux.uml): a COW
 unit's request is at most 64 sectors; after each segment the request offset advances by the
@@ -151,10 +153,15 @@ class Unit:
         reaching past its file's end ([6.1] re-read). None: take the segment-by-segment path."""
         rules = self.profile.device
         cow = self.cow
+        sector, count = offset // SECTOR_SIZE, length // SECTOR_SIZE
         if cow is None:
-            runs = [(False, offset // SECTOR_SIZE, length // SECTOR_SIZE)]
+            runs = [(False, sector, count)]
         else:
-            runs = bits.iter_runs(cow.bitmap, offset // SECTOR_SIZE, length // SECTOR_SIZE)
+            clear = self._clear_bits(sector, count)
+            if count and (clear == 0 or clear == (1 << count) - 1):
+                runs = [(clear == 0, sector, count)]          # the common case: one run
+            else:
+                runs = bits.iter_runs(cow.bitmap, sector, count)
         plan = []
         for allocated, sector, count in runs:
             start = sector * SECTOR_SIZE
@@ -213,27 +220,43 @@ class Unit:
             # correct driver adds the segment's length.
             base += last if rules.read_offset_drift else size
 
-    def write(self, offset: int, data: bytes) -> None:
-        """do_io() REQ_OP_WRITE: every byte to the COW file (or the raw file), then the bitmap."""
-        self._check(offset, len(data), writing=True)
-        view = memoryview(data)
+    def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+        """do_io() REQ_OP_WRITE: every byte to the COW file (or the raw file), then the bitmap.
+
+        The kernel writes each segment's data and then its two bitmap words (512 + 512
+        syscalls per MiB). ubdsim leaves the files with the same bytes in two steps: one
+        pwrite of all the data, then one pwrite per contiguous span of the words the kernel
+        would have written, taken from the in-memory bitmap after the whole request was
+        mapped. Identical, because every bit a request sets lies in a word pair that request
+        writes back, so the last write of any word carries its final in-memory value (see
+        `_cowify_request`). Data still reaches the file before any bit that marks it, so a
+        crash between the two steps leaves data without its bit, never a bit without data.
+        """
+        length = len(data)
+        self._check(offset, length, writing=True)
         if self.cow is None:
-            self._pwrite(self.fd, view, offset)
+            self._pwrite(self.fd, data, offset)
             if self.events.active:
                 self.events.emit("write", self.number, target="raw", offset=offset,
-                                 file_offset=offset, length=len(data))
+                                 file_offset=offset, length=length)
             return
-        limit = self.profile.device.cow_request_sectors
-        step = limit * SECTOR_SIZE if limit else len(data)
-        for request in range(offset, offset + len(data), step):
-            for segment in self._map(request, min(step, offset + len(data) - request)):
-                start = segment.offset - offset
-                file_offset = self.cow.geometry.data_offset + segment.offset
-                self._pwrite(self.fd, view[start:start + segment.length], file_offset)
-                if self.events.active:
-                    self.events.emit("write", self.number, target="cow", offset=segment.offset,
-                                     file_offset=file_offset, length=segment.length)
-                self._write_back(segment)
+        if not length:
+            return
+        geometry = self.cow.geometry
+        segments = self._cowify_request(offset, length)
+        self._pwrite(self.fd, data, geometry.data_offset + offset)
+        for file_offset, words in self._word_spans(segments):
+            self._pwrite(self.fd, words, file_offset)
+        if self.events.active:
+            # The kernel's steps, segment by segment: data, then its write-back (if any).
+            word = self.profile.device.bitmap_word
+            for start, size, index in segments:
+                self.events.emit("write", self.number, target="cow", offset=start,
+                                 file_offset=geometry.data_offset + start, length=size)
+                if index is not None:
+                    self.events.emit("bitmap", self.number,
+                                     file_offset=geometry.bitmap_offset + index * word,
+                                     length=2 * word, first_sector=start // SECTOR_SIZE)
 
     def discard(self, offset: int, length: int) -> None:
         """REQ_OP_DISCARD [6.1]: punch the range (in the COW data area, setting the bits)."""
@@ -286,17 +309,94 @@ class Unit:
         return self.cow.bitmap[:length].tobytes()
 
     # -- the kernel's steps -------------------------------------------------------------
-    def _map(self, offset: int, length: int) -> list[_Segment]:
-        """ubd_map_req() + cowify_req(): set bits and snapshot write-back words, all segments first."""
-        step = self.profile.device.segment_bytes
-        segments = []
-        position = offset
+    def _cowify_request(self, offset: int, length: int) -> list[tuple[int, int, int | None]]:
+        """ubd_map_req() + cowify_req() for a whole write: set the bits, and say for each
+        segment (device offset, length, first word of its write-back or None) what
+        cowify_bitmap() decided. Segments are cut as the kernel cuts them: requests of
+        `cow_request_sectors`, each in `segment_bytes` pieces from its own start.
+
+        A segment writes back only if one of its bits was clear; those bits all lie in its
+        word pair ([6.1] at the last word the pair steps back one word, so a sector past
+        that word, which only the V1/V2 rounding bug creates, is set and not written, as in
+        the kernel). Segments do not overlap, so testing every segment against the bitmap
+        as it was before the call is what the kernel's request-by-request test gives.
+        """
+        cow = self.cow
+        assert cow is not None
+        rules = self.profile.device
+        word_bits = rules.bitmap_word * 8
+        guard = (-(-cow.geometry.bitmap_len // rules.bitmap_word) - 1
+                 if rules.bitmap_end_guard else None)
+        sector, count = offset // SECTOR_SIZE, length // SECTOR_SIZE
+        first_byte, window, shift = self._bit_window(sector, count)
+        full = (1 << count) - 1
+        clear = ~(window >> shift) & full
+        limit = rules.cow_request_sectors
+        step = limit * SECTOR_SIZE if limit else length
+        segment_bytes = rules.segment_bytes
         end = offset + length
-        while position < end:
-            size = min(step, end - position)
-            segments.append(self._cowify(position, size))
-            position += size
+        segments: list[tuple[int, int, int | None]] = []
+        for request in range(offset, end, step):
+            request_end = min(request + step, end)
+            for start in range(request, request_end, segment_bytes):
+                size = min(segment_bytes, request_end - start)
+                index = None
+                if clear:
+                    within = (start - offset) >> 9
+                    if (clear >> within) & ((1 << (size >> 9)) - 1):
+                        index = (start >> 9) // word_bits
+                        if index == guard:
+                            index -= 1
+                segments.append((start, size, index))
+        if clear:
+            window |= full << shift
+            size = (sector + count + 7 >> 3) - first_byte
+            cow.bitmap_map[first_byte:first_byte + size] = window.to_bytes(size, "little")
         return segments
+
+    def _bit_window(self, sector: int, count: int) -> tuple[int, int, int]:
+        """The in-memory bitmap bytes holding sectors [sector, sector+count) as one integer:
+        (first byte, the integer, the bit of `sector` in it). A request's few hundred bits
+        are cheaper to test and set as a Python int on the mmap than through numpy."""
+        first_byte = sector >> 3
+        window = self.cow.bitmap_map[first_byte:(sector + count + 7) >> 3]  # type: ignore[union-attr]
+        return first_byte, int.from_bytes(window, "little"), sector - (first_byte << 3)
+
+    def _clear_bits(self, sector: int, count: int) -> int:
+        """Bit i set: sector+i is clear in the in-memory bitmap."""
+        _, window, shift = self._bit_window(sector, count)
+        return ~(window >> shift) & ((1 << count) - 1)
+
+    def _word_spans(self, segments: list[tuple[int, int, int | None]]) -> list[tuple[int, bytes]]:
+        """update_bitmap()'s writes for `segments`, merged: (file offset, bytes) per run of
+        adjacent or overlapping word pairs, with the in-memory bitmap's current words.
+
+        Word pairs that were not written by the kernel stay unwritten (a gap splits a span),
+        so words the in-memory copy and the file disagree on (past a V1/V2 bitmap's end)
+        are never written where the kernel did not write them."""
+        cow = self.cow
+        assert cow is not None
+        word = self.profile.device.bitmap_word
+        spans: list[list[int]] = []
+        for _start, _size, index in segments:
+            if index is None:
+                continue
+            if spans and index <= spans[-1][1] + 1:
+                spans[-1][1] = max(spans[-1][1], index + 1)
+            else:
+                spans.append([index, index + 1])
+        out = []
+        memory = cow.bitmap_map
+        for first_word, last_word in spans:
+            first, stop = first_word * word, (last_word + 1) * word
+            if first < 0:
+                # A one-word bitmap steps back to word -1: memory before the kernel's vmalloc
+                # area. ubdsim reads zeros there (what the kernel reads is undefined).
+                words = bytes(-first) + memory[0:stop]
+            else:
+                words = memory[first:stop]
+            out.append((cow.geometry.bitmap_offset + first, words))
+        return out
 
     def _cowify(self, offset: int, length: int) -> _Segment:
         """cowify_bitmap(): set the segment's bits; if any was clear, take the word pair

@@ -38,10 +38,10 @@ def direct_misaligned(pos: int, segments: Iterable[tuple[int, int]]) -> bool:
 
 def read(dev: BlockDevice, pos: int, length: int) -> bytes:
     """`length` bytes at any `pos` (within the device), via whole sectors."""
+    if not (pos | length) & (SECTOR_SIZE - 1):
+        return dev.read(pos, length)            # already whole sectors
     start = pos - pos % SECTOR_SIZE
     end = -(-(pos + length) // SECTOR_SIZE) * SECTOR_SIZE
-    if start == pos and end == pos + length:
-        return dev.read(pos, length)
     return dev.read(start, end - start)[pos - start:pos - start + length]
 
 
