@@ -153,12 +153,18 @@ def test_linux_uml_agrees_with_the_final_act(demo_run, tmp_path):
     before = {name: _digest(out / name) for name in names}
     console = _boot_linux_uml(
         tmp_path, ["ubd0=guest.cow,base.img", "ubd1=qemu.cow,grown.img"],
+        # One open of ubda, as the export's open in `ubdsim vm` is: 6.1 retries the failed
+        # open and prints its lines again (ubd_open() -> ubd_open_dev() while count == 0).
+        "dd if=dev/ubda of=/dev/null count=1 2>/dev/null; "
         "dd if=dev/ubdb bs=4096 iflag=direct of=device.img status=none; echo $? > dd.status")
     lines = console.splitlines()
     first = next(i for i, line in enumerate(lines) if line.startswith("Size mismatch"))
     shown = _shown(done.stdout, "ubdsim vm --kernel 6.1 ubd0=guest.cow,base.img -- mount.sh")
     assert shown[-1] == "ubdsim vm: error: no unit opened, nothing to give the guest"
-    assert lines[first:first + 3] == shown[:-1]
+    kernel_ubda = [line for line in lines[first:] if "guest.cow" in line or
+                   line.startswith("Size mismatch")]
+    assert kernel_ubda == shown[:-1]
+    assert len(shown[:-1]) == 6          # the partition scan's open, then the export's
     assert (tmp_path / "dd.status").read_text() == "0\n"
     assert _digest(tmp_path / "device.img") == _digest(out / "final.img")
     assert {name: _digest(out / name) for name in names} == before
