@@ -27,6 +27,8 @@ UBD_MESSAGE_PREFIXES: tuple[str, ...] = (
     "Size mismatch (",
     "mtime mismatch (",
     "Couldn't stat '",
+    # os-Linux/file.c os_file_modtime() / os_file_size(), called from the paths above
+    "Couldn't stat \"",
     "Backing file mismatch - ",
     # ubd_kern.c open_ubd_file() / create_cow_file() / ubd_open_dev()
     "Not locking \"",
