@@ -66,6 +66,24 @@ def test_no_listener_is_silent_and_unsubscribe_works(tmp_path, backing):
     assert seen == []
 
 
+def test_a_message_only_listener_gets_messages_and_turns_no_io_event_on(tmp_path, backing):
+    """The harness's kernel log listens for messages only: I/O events are not even built."""
+    messages, everything = [], []
+    bus = EventBus(messages.append, kinds={"message"})
+    assert bus.active and not bus.io_active
+    spec = UnitSpec(0, str(tmp_path / "cow.img"), str(backing))
+    with open_unit(spec, P61, bus) as unit:
+        unit.write(0, b"m" * 4096)
+        stop = bus.subscribe(everything.append)
+        assert bus.io_active
+        unit.write(4096, b"n" * 512)
+        stop()
+        assert not bus.io_active
+        unit.read(0, 512)
+    assert [e.kind for e in messages] == ["message"]
+    assert [e.kind for e in everything] == ["write", "bitmap"]
+
+
 def test_flush_2_4_syncs_nothing_6_1_syncs_first_fd(tmp_path, backing):
     seen = []
     for profile, name in ((P24, "a.img"), (P61, "b.img")):

@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         parsed = parse_command_line(words, profile)
         for line in parsed.messages:
             log(line)
-        bus = EventBus(lambda event: log(event.data["text"]) if event.kind == "message" else None)
+        bus = EventBus(lambda event: log(event.data["text"]), kinds={"message"})
         disks, _messages, _failures = boot_disks(parsed.units, profile, bus)
         sys.stdout.flush()
         return run_guest(disks, command, max_units=profile.cmdline.max_units,

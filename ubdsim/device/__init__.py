@@ -7,7 +7,7 @@ Front ends (the guest harness, the NBD server, tools) use it like this::
     from ubdsim.device.open import open_unit
     from ubdsim.device.events import EventBus
 
-    bus = EventBus(lambda ev: ev.kind == "message" and log(ev.data["text"]))
+    bus = EventBus(lambda ev: log(ev.data["text"]), kinds={"message"})  # or EventBus()
     disks, messages, failures = boot_disks(parsed.units, profile, bus)
     # disks:    {n: Disk} registered disks, closed again after the boot's partition scan
     # messages: the kernel log lines of the boot, in print order (also sent as events)

@@ -2,7 +2,10 @@
 
 The harness turns `message` events into the kernel log (`--log FILE`, texts exactly as the
 kernel prints them); tracers and recorders use the I/O events. Emitting costs one `None`
-check when nobody listens: code calls `events.emit(...)` only `if events.active`.
+check when nobody listens: code calls `events.emit(...)` only `if events.active`, and the
+per-request kinds (IO_KINDS) only `if events.io_active`, which stays False while the only
+listeners are ones that asked for other kinds (the harness's kernel log wants messages only;
+a 1 MiB guest write would otherwise build 512 events nobody reads).
 
 Kinds and their data (all offsets/lengths in bytes):
 - message   msg_id, text                     a printk, in print order
@@ -34,31 +37,47 @@ class Event:
 
 EventSink = Callable[[Event], None]
 
+# The kinds emitted once per request or segment: the hot path checks `io_active` for these.
+IO_KINDS = frozenset({"read", "write", "bitmap", "discard", "zeroes", "flush"})
+
 
 class EventBus:
-    """Fan-out of events to subscribers; `active` is False (and emitting free) with none."""
+    """Fan-out of events to subscribers.
 
-    __slots__ = ("_sinks", "active")
+    `active` is False (and emitting free) with no subscriber; `io_active` is False unless
+    some subscriber wants I/O kinds. A subscriber may name the kinds it wants (None: all).
+    """
 
-    def __init__(self, *sinks: EventSink) -> None:
-        self._sinks: list[EventSink] = list(sinks)
-        self.active = bool(self._sinks)
+    __slots__ = ("_sinks", "active", "io_active")
 
-    def subscribe(self, sink: EventSink) -> Callable[[], None]:
-        """Add a listener; returns a function that removes it again."""
-        self._sinks.append(sink)
-        self.active = True
+    def __init__(self, *sinks: EventSink, kinds: frozenset[str] | set[str] | None = None) -> None:
+        self._sinks: list[tuple[EventSink, frozenset[str] | None]] = []
+        self.active = self.io_active = False
+        for sink in sinks:
+            self.subscribe(sink, kinds)
+
+    def subscribe(self, sink: EventSink, kinds: frozenset[str] | set[str] | None = None
+                  ) -> Callable[[], None]:
+        """Add a listener (for `kinds` only, or every kind); returns its unsubscriber."""
+        entry = (sink, None if kinds is None else frozenset(kinds))
+        self._sinks.append(entry)
+        self._update()
 
         def unsubscribe() -> None:
-            if sink in self._sinks:
-                self._sinks.remove(sink)
-            self.active = bool(self._sinks)
+            if entry in self._sinks:
+                self._sinks.remove(entry)
+            self._update()
         return unsubscribe
+
+    def _update(self) -> None:
+        self.active = bool(self._sinks)
+        self.io_active = any(kinds is None or kinds & IO_KINDS for _, kinds in self._sinks)
 
     def emit(self, kind: str, unit: int | None, **data: Any) -> None:
         event = Event(kind, unit, data)
-        for sink in tuple(self._sinks):
-            sink(event)
+        for sink, kinds in tuple(self._sinks):
+            if kinds is None or kind in kinds:
+                sink(event)
 
 
 def as_bus(events: "EventBus | EventSink | None") -> EventBus:

@@ -181,7 +181,7 @@ class Unit:
             except OSError as err:
                 raise DeviceIOError(f"read at {file_offset} failed: {err.strerror}",
                                     errno=err.errno) from None
-            if self.events.active:
+            if self.events.io_active:
                 self.events.emit("read", self.number,
                                  source="raw" if cow is None else ("cow" if allocated else "backing"),
                                  offset=start, file_offset=file_offset, length=size)
@@ -211,7 +211,7 @@ class Unit:
                 data, last = self._pread(fd, run_length, file_offset)
                 start = at + segment - offset + within
                 out[start:start + run_length] = data
-                if self.events.active:
+                if self.events.io_active:
                     self.events.emit("read", self.number,
                                      source="raw" if cow is None else ("cow" if allocated else "backing"),
                                      offset=segment + within, file_offset=file_offset,
@@ -236,7 +236,7 @@ class Unit:
         self._check(offset, length, writing=True)
         if self.cow is None:
             self._pwrite(self.fd, data, offset)
-            if self.events.active:
+            if self.events.io_active:
                 self.events.emit("write", self.number, target="raw", offset=offset,
                                  file_offset=offset, length=length)
             return
@@ -247,7 +247,7 @@ class Unit:
         self._pwrite(self.fd, data, geometry.data_offset + offset)
         for file_offset, words in self._word_spans(segments):
             self._pwrite(self.fd, words, file_offset)
-        if self.events.active:
+        if self.events.io_active:
             # The kernel's steps, segment by segment: data, then its write-back (if any).
             word = self.profile.device.bitmap_word
             for start, size, index in segments:
@@ -279,7 +279,7 @@ class Unit:
                 os.fdatasync(fd)
             except OSError as err:
                 raise DeviceIOError(f"flush of '{synced}' failed: {err.strerror}", errno=err.errno) from None
-        if self.events.active:
+        if self.events.io_active:
             self.events.emit("flush", self.number, synced=synced)
 
     def close(self) -> None:
@@ -436,7 +436,7 @@ class Unit:
         if segment.words_offset is None:
             return
         self._pwrite(self.fd, segment.words, segment.words_offset)
-        if self.events.active:
+        if self.events.io_active:
             self.events.emit("bitmap", self.number, file_offset=segment.words_offset,
                              length=len(segment.words), first_sector=segment.offset // SECTOR_SIZE)
 
@@ -459,7 +459,7 @@ class Unit:
             except OSError as err:
                 raise DeviceIOError(f"{kind} at {file_offset} failed: {err.strerror}",
                                     errno=err.errno) from None
-            if self.events.active:
+            if self.events.io_active:
                 self.events.emit(kind, self.number, offset=position, file_offset=file_offset,
                                  length=size)
             if segment is not None:

@@ -119,7 +119,7 @@ def open_exports(words: list[str], profile: Profile, flush_mode: str,
     parsed = parse_command_line(words, profile)
     for line in parsed.messages:
         print_line(str(line))
-    bus = EventBus(lambda event: print_line(event.data["text"]) if event.kind == "message" else None)
+    bus = EventBus(lambda event: print_line(event.data["text"]), kinds={"message"})
     disks, _messages, _failures = boot_disks(parsed.units, profile, bus)
     held: list[Disk] = []
     units: list[Unit] = []
