@@ -17,7 +17,6 @@ as zeros. Two normalisations are applied, both to the kernel's and to ubdsim's f
 from __future__ import annotations
 
 import base64
-import errno
 import hashlib
 import os
 import zlib
@@ -27,6 +26,7 @@ from pathlib import Path
 from ubdsim.cow.header import read_header
 from ubdsim.cow.layouts import HEADER_READ_SIZE
 from ubdsim.errors import UbdError
+from ubdsim.fileio import data_extents
 
 from .filters import Normaliser
 
@@ -68,19 +68,8 @@ class FileImage:
 
 
 def extents_of(fd: int, size: int) -> list[tuple[int, int]]:
-    """Allocated ranges by SEEK_DATA/SEEK_HOLE (a filesystem without holes gives one range)."""
-    extents, pos = [], 0
-    while pos < size:
-        try:
-            start = os.lseek(fd, pos, os.SEEK_DATA)
-        except OSError as err:
-            if err.errno == errno.ENXIO:
-                break
-            raise
-        end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
-        extents.append((start, end - start))
-        pos = end
-    return extents
+    """Allocated ranges (start, length) by SEEK_DATA/SEEK_HOLE (no holes: one range)."""
+    return [(lo, hi - lo) for lo, hi in data_extents(fd, 0, size)]
 
 
 def snapshot_file(path: Path, normaliser: Normaliser) -> FileImage:

@@ -70,3 +70,27 @@ def new_file_beside(target: bytes | str, *, exclusive: bool) -> Iterator[int]:
             os.close(fd)
         if temp is not None:
             os.unlink(temp)
+
+
+def data_extents(fd: int, start: int, end: int) -> Iterator[tuple[int, int]]:
+    """The (start, end) byte ranges within [start, end) that hold data, holes skipped.
+
+    Uses SEEK_DATA/SEEK_HOLE, so a 1 TiB sparse file costs a few lseeks, not a read; a file
+    system without them reports everything as data, which is still correct (just slower).
+    """
+    position = start
+    while position < end:
+        try:
+            data = os.lseek(fd, position, os.SEEK_DATA)
+        except OSError as err:
+            if err.errno == errno.ENXIO:        # no data after `position`
+                return
+            if err.errno in (errno.EINVAL, errno.EOPNOTSUPP):
+                yield position, end
+                return
+            raise
+        if data >= end:
+            return
+        hole = min(os.lseek(fd, data, os.SEEK_HOLE), end)
+        yield data, hole
+        position = hole

@@ -10,6 +10,8 @@ import os
 import struct
 import subprocess
 
+from ubdsim.fileio import data_extents
+
 MAGIC = 0x4F4F4F4D
 SS = 512
 
@@ -88,16 +90,7 @@ def extent_map(path: str) -> list[tuple[int, int]]:
     """The file's data extents (SEEK_DATA/SEEK_HOLE), to compare hole layouts."""
     fd = os.open(path, os.O_RDONLY)
     try:
-        out, pos, end = [], 0, os.fstat(fd).st_size
-        while pos < end:
-            try:
-                data = os.lseek(fd, pos, os.SEEK_DATA)
-            except OSError:
-                break
-            hole = os.lseek(fd, data, os.SEEK_HOLE)
-            out.append((data, hole))
-            pos = hole
-        return out
+        return list(data_extents(fd, 0, os.fstat(fd).st_size))
     finally:
         os.close(fd)
 

@@ -6,6 +6,7 @@ import re
 import subprocess
 from pathlib import Path
 
+from ubdsim.fileio import data_extents
 from ubdsim.messages import MESSAGES
 
 LINUX_UML = "linux.uml"
@@ -67,16 +68,6 @@ def extents(path: os.PathLike) -> list[tuple[int, int]]:
     """Allocated extents (SEEK_DATA/SEEK_HOLE) of a whole file."""
     fd = os.open(path, os.O_RDONLY)
     try:
-        end = os.fstat(fd).st_size
-        found, position = [], 0
-        while position < end:
-            try:
-                data = os.lseek(fd, position, os.SEEK_DATA)
-            except OSError:
-                break
-            hole = os.lseek(fd, data, os.SEEK_HOLE)
-            found.append((data, hole))
-            position = hole
-        return found
+        return list(data_extents(fd, 0, os.fstat(fd).st_size))
     finally:
         os.close(fd)

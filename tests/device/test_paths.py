@@ -192,7 +192,7 @@ def test_boot_units_orders_messages_and_skips_failures(tmp_path, backing):
     units, messages, failures = boot_units(specs, P61)
     try:
         assert list(units) == [1] and list(failures) == [0]
-        assert messages == [f"Failed to initialize ubd device 0 :Couldn't determine size of device's file",
+        assert messages == ["Failed to initialize ubd device 0 :Couldn't determine size of device's file",
                             f'Creating "{tmp_path / "b.img"}" as COW file for "{backing}"']
     finally:
         for unit in units.values():

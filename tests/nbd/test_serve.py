@@ -67,7 +67,7 @@ def exercise(uri: str, model: bytearray) -> None:
     commands += [f"write -z {offset} {length}", f"read -P 0 {offset} {length}", "flush"]
     model[offset:offset + length] = bytes(length)
     # untouched neighbours still come from the backing file
-    commands += [f"read -P 0x11 0 512", f"read -P 0x22 {SIZE // 2 + 4096} 4096"]
+    commands += ["read -P 0x11 0 512", f"read -P 0x22 {SIZE // 2 + 4096} 4096"]
     ok(qemu_io(uri, *commands))
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import CowFormatError, UbdError
+from ..fileio import data_extents
 from ..profiles.format_rules import FormatRules
 from . import bitmap as bm
 from .header import ALL_VERSIONS, CowHeader, read_header
@@ -33,30 +34,6 @@ from .sizes import Geometry
 
 CHUNK_BYTES = 256 << 10         # data moved per step: bounded memory, stays in the CPU's L2 cache
 BITMAP_SCAN_BYTES = 1 << 20     # bitmap bytes inspected per numpy step
-
-
-def data_extents(fd: int, start: int, end: int) -> Iterator[tuple[int, int]]:
-    """The (start, end) byte ranges within [start, end) that hold data, holes skipped.
-
-    Uses SEEK_DATA/SEEK_HOLE; a file system without them reports everything as data, which
-    is still correct (just slower).
-    """
-    position = start
-    while position < end:
-        try:
-            data = os.lseek(fd, position, os.SEEK_DATA)
-        except OSError as err:
-            if err.errno == _errno.ENXIO:       # no data after `position`
-                return
-            if err.errno in (_errno.EINVAL, _errno.EOPNOTSUPP):
-                yield position, end
-                return
-            raise
-        if data >= end:
-            return
-        hole = min(os.lseek(fd, data, os.SEEK_HOLE), end)
-        yield data, hole
-        position = hole
 
 
 def merge_intervals(*streams: Iterator[tuple[int, int]]) -> Iterator[tuple[int, int]]:

@@ -10,6 +10,8 @@ import ctypes
 import ctypes.util
 import os
 
+from .. import fileio
+
 FALLOC_FL_KEEP_SIZE = 0x01
 FALLOC_FL_PUNCH_HOLE = 0x02
 FALLOC_FL_ZERO_RANGE = 0x10
@@ -49,19 +51,7 @@ def pwrite_once(fd: int, data: bytes | memoryview, offset: int) -> None:
 
 def data_extents(fd: int, start: int, end: int) -> list[tuple[int, int]]:
     """Allocated (data) extents of [start, end) as (offset, length), via SEEK_DATA/SEEK_HOLE."""
-    extents = []
-    position = start
-    while position < end:
-        try:
-            data = os.lseek(fd, position, os.SEEK_DATA)
-        except OSError:        # ENXIO: no data at or after position
-            break
-        if data >= end:
-            break
-        hole = min(os.lseek(fd, data, os.SEEK_HOLE), end)
-        extents.append((data, hole - data))
-        position = hole
-    return extents
+    return [(lo, hi - lo) for lo, hi in fileio.data_extents(fd, start, end)]
 
 
 def pread_like_do_io(fd: int, length: int, offset: int) -> tuple[bytes, int]:
