@@ -222,7 +222,7 @@ def _tail_checker(fd: int, header: CowHeader):
         if os.fstat(fd).st_size < geometry.bitmap_offset + geometry.bitmap_len:
             return False
         with bits.MappedRegion(fd, geometry.bitmap_offset, geometry.bitmap_len, False) as region:
-            return all(allocated for allocated, _, _ in bits.iter_runs(region.array, first, last - first))
+            return bits.all_set(region.array, first, last - first)
     return marked
 
 
