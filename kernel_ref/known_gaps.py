@@ -15,8 +15,4 @@ KNOWN_GAPS: dict[str, str] = {
                                        "only the first (it cannot tell where a message whose "
                                        "text came from the disk ends), while ubdsim's --log "
                                        "holds all 55, identical to the console byte for byte",
-    "io-buffered-read-after-partial-cow-page": "the kernel's readahead reads pages 0-3 as ONE "
-                                               "16 KiB request (do_io() offset drift after the "
-                                               "mixed first page); the harness page cache "
-                                               "sends each bs=512 read to the device alone",
 }

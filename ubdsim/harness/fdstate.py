@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass, field
 
 from .device_unit import Unit
+from .pagecache import Readahead
 
 O_ACCMODE = 0o3
 O_WRONLY = 0o1
@@ -37,6 +38,7 @@ class OpenFile:
     flags: int                     # f_flags as F_GETFL reports them (O_CLOEXEC excluded)
     offset: int = 0                # f_pos, shared by every dup of this description
     exclusive: bool = False        # opened with O_EXCL (FMODE_EXCL)
+    readahead: Readahead | None = None   # f_ra, set up at the first buffered read
 
     @property
     def readable(self) -> bool:

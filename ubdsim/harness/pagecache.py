@@ -1,16 +1,23 @@
 """How guest reads and writes reach the device: the page cache for buffered I/O, exact
 sectors for O_DIRECT.
 
+Buffered reads go through a clean-page cache per unit filled by the kernel's readahead
+(mm/readahead.c, mm/filemap.c [6.1]; `PageCache` below): `dd bs=512` reading page 0 makes
+the kernel read pages 0-3 as ONE request, and on [6.1] a COW unit's do_io() offset drift
+makes the bytes of pages 1-3 depend on that grouping (observed with linux.uml).
+
 The real kernel writes a buffered block-device write back in whole soft blocks: a partial
 block is read, modified and written whole (fs/buffer.c block_write_begin() and
 __block_write_full_page() over the bdev inode). So `dd bs=512 seek=3 count=2` on 6.1 writes
 sectors 0-7 and a COW file gets bits 0-7 (observed with linux.uml). ubdsim writes through at
-once instead of caching (same final bytes, and crash states stay simple), but with the same
-granularity. O_DIRECT bypasses the cache: exactly the sectors asked, and misaligned offsets,
+once instead of leaving dirty pages (same final bytes, and crash states stay simple), with the
+same granularity, and keeps the cached clean pages current. O_DIRECT bypasses the cache: exactly the sectors asked, and misaligned offsets,
 lengths or buffer addresses get EINVAL (block/fops.c blkdev_dio_unaligned() [6.1]).
 """
 from __future__ import annotations
 
+from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Iterable
 
 from ..device.api import SECTOR_SIZE, BlockDevice
@@ -45,18 +52,28 @@ def read(dev: BlockDevice, pos: int, length: int) -> bytes:
     return dev.read(start, end - start)[pos - start:pos - start + length]
 
 
-def write(dev: BlockDevice, pos: int, data: bytes, block: int) -> None:
+def write(dev: BlockDevice, pos: int, data: bytes, block: int,
+          cache: PageCache | None = None) -> None:
     """Write `data` at `pos` in whole `block`-sized units (block = SECTOR_SIZE for O_DIRECT,
-    where alignment was already checked; the soft block size for buffered writes)."""
+    where alignment was already checked; the soft block size for buffered writes).
+
+    `cache` (buffered writes): the unit's clean pages. A partial block's other bytes come
+    from a cached page when there is one (the kernel modifies the page in the cache, then
+    writes the block back from it), and cached pages take the new bytes."""
     end = pos + len(data)
     start = pos - pos % block
     stop = min(-(-end // block) * block, dev.size)
-    if start == pos and stop == end:
-        dev.write(pos, data)
-        return
-    head = read(dev, start, pos - start) if pos > start else b""
-    tail = read(dev, end, stop - end) if stop > end else b""
-    dev.write(start, head + bytes(data) + tail)
+    whole = bytes(data)
+    if start != pos or stop != end:
+        def fetch(at: int, n: int) -> bytes:
+            return cache.peek(dev, at, n) if cache is not None else read(dev, at, n)
+        head = fetch(start, pos - start) if pos > start else b""
+        tail = fetch(end, stop - end) if stop > end else b""
+        whole = head + whole + tail
+    dev.write(start, whole)
+    if cache is not None:
+        cache.update(start, whole, dev.size)
+        cache.evict()
 
 
 def zero(dev: BlockDevice, pos: int, length: int) -> None:
@@ -66,3 +83,258 @@ def zero(dev: BlockDevice, pos: int, length: int) -> None:
         dev.write(pos, bytes(n))
         pos += n
         length -= n
+
+
+# --- the clean-page cache and readahead (buffered reads) ---------------------------------
+# Pages kept per unit before the least recently used are dropped (memory pressure in a
+# mem=64M guest, roughly): bounds ubdsim's memory on huge buffered I/O.
+CACHE_PAGES = 8192
+PAGEVEC_SIZE = 15
+_ULONG = (1 << 64) - 1
+
+
+@dataclass
+class Readahead:
+    """struct file_ra_state of one open file description (file_ra_state_init() [6.1])."""
+
+    ra_pages: int                  # bdi->ra_pages at open (BLKRAGET / 8)
+    io_pages: int                  # bdi->io_pages: the request size limit in pages
+    start: int = 0
+    size: int = 0
+    async_size: int = 0
+    prev_pos: int = -1
+
+
+def get_init_ra_size(size: int, max_pages: int) -> int:
+    """mm/readahead.c get_init_ra_size() [6.1]."""
+    new = 1 << (size - 1).bit_length()          # roundup_pow_of_two()
+    if new <= max_pages // 32:
+        return new * 4
+    if new <= max_pages // 4:
+        return new * 2
+    return max_pages
+
+
+def get_next_ra_size(ra: Readahead, max_pages: int) -> int:
+    """mm/readahead.c get_next_ra_size() [6.1]."""
+    if ra.size < max_pages // 16:
+        return 4 * ra.size
+    if ra.size <= max_pages // 2:
+        return 2 * ra.size
+    return max_pages
+
+
+class PageCache:
+    """The clean pages of one unit's block-device inode, filled the way the 6.1 page cache
+    fills them: whole readahead windows, each contiguous run of missing pages ONE device read
+    (read_pages() -> one bio; the unit cuts it into requests itself). That grouping matters:
+    [6.1]'s do_io() offset drift shifts what the later pages of a request read, so a page's
+    bytes depend on the request that brought it in. Writes keep the cached pages current
+    (buffered: updated; O_DIRECT: invalidated); kill_bdev() at the disk's last close, and any
+    other operation that could change the device behind the cache, drop it."""
+
+    def __init__(self, limit: int = CACHE_PAGES) -> None:
+        self.pages: OrderedDict[int, bytes] = OrderedDict()
+        self.marked: set[int] = set()           # PG_readahead
+        self.limit = limit
+
+    def clear(self) -> None:
+        self.pages.clear()
+        self.marked.clear()
+
+    def invalidate(self, pos: int, length: int) -> None:
+        for index in range(pos // PAGE_SIZE, -(-(pos + length) // PAGE_SIZE)):
+            self.pages.pop(index, None)
+            self.marked.discard(index)
+
+    def update(self, pos: int, data: bytes, size: int) -> None:
+        """A buffered write of whole blocks `data` at `pos` went through: cached pages take
+        its bytes, and every page it covers whole (up to the device's `size`) is cached now,
+        as block_write_begin() left it in the kernel's cache, up to date."""
+        end = pos + len(data)
+        for index in range(pos // PAGE_SIZE, -(-end // PAGE_SIZE)):
+            base = index * PAGE_SIZE
+            page = self.pages.get(index)
+            if page is None:
+                if pos <= base and min(base + PAGE_SIZE, size) <= end:
+                    self.pages[index] = data[base - pos:base - pos + PAGE_SIZE]
+                continue
+            lo, hi = max(pos, base), min(end, base + len(page))
+            if lo < hi:
+                self.pages[index] = page[:lo - base] + data[lo - pos:hi - pos] + page[hi - base:]
+
+    def peek(self, dev: BlockDevice, pos: int, length: int) -> bytes:
+        """Current bytes of [pos, pos+length): cached pages where present (what a buffered
+        write's read-modify-write sees), the device elsewhere; fills nothing."""
+        out = []
+        while length:
+            index, within = divmod(pos, PAGE_SIZE)
+            step = min(length, PAGE_SIZE - within)
+            page = self.pages.get(index)
+            out.append(page[within:within + step] if page is not None else read(dev, pos, step))
+            pos += step
+            length -= step
+        return b"".join(out)
+
+    def read(self, dev: BlockDevice, ra: Readahead, pos: int, length: int,
+             request_end: int) -> bytes:
+        """mm/filemap.c filemap_read() [6.1]: `length` bytes at `pos` (already cut at the
+        device's end), through batches of cached pages, readahead filling the misses and
+        sizing its windows on the whole read, which ends at `request_end`."""
+        end = pos + length
+        last_index = -(-request_end // PAGE_SIZE)
+        out = []
+        while pos < end:
+            batch = self._get_pages(dev, ra, pos // PAGE_SIZE, last_index)
+            for index, page in batch:
+                if pos >= end:
+                    break
+                base = index * PAGE_SIZE
+                stop = min(end, base + PAGE_SIZE)
+                out.append(page[pos - base:stop - base])
+                pos = stop
+                ra.prev_pos = pos
+        return b"".join(out)
+
+    # -- mm/filemap.c ----------------------------------------------------------------------
+
+    def _batch(self, index: int, last_index: int) -> list[tuple[int, bytes]]:
+        """filemap_get_read_batch(): cached pages from `index` on, up to the first miss, at
+        most a folio_batch (PAGEVEC_SIZE, 15), and ending at a page marked for readahead."""
+        batch = []
+        while index < last_index and index in self.pages and len(batch) < PAGEVEC_SIZE:
+            batch.append((index, self.pages[index]))
+            self.pages.move_to_end(index)
+            if index in self.marked:
+                break
+            index += 1
+        return batch
+
+    def _get_pages(self, dev: BlockDevice, ra: Readahead, index: int, last_index: int
+                   ) -> list[tuple[int, bytes]]:
+        """filemap_get_pages() [6.1]."""
+        batch = self._batch(index, last_index)
+        if not batch:
+            self._sync_ra(dev, ra, index, last_index - index)
+            batch = self._batch(index, last_index)
+        if not batch:                                   # filemap_create_folio()
+            self._read_pages(dev, index, 1)
+            return [(index, self.pages[index])]
+        tail = batch[-1][0]
+        if tail in self.marked and ra.ra_pages:         # filemap_readahead()
+            self.marked.discard(tail)
+            self._ondemand(dev, ra, tail, last_index - tail, marked=True)
+        return batch
+
+    # -- mm/readahead.c --------------------------------------------------------------------
+
+    def _sync_ra(self, dev: BlockDevice, ra: Readahead, index: int, req: int) -> None:
+        """page_cache_sync_ra(): no readahead configured reads just the page needed."""
+        if not ra.ra_pages:
+            self._do_ra(dev, index, 1, 0)
+        else:
+            self._ondemand(dev, ra, index, req, marked=False)
+
+    def _ondemand(self, dev: BlockDevice, ra: Readahead, index: int, req: int,
+                  marked: bool) -> None:
+        """ondemand_readahead() [6.1] for order-0 folios (a block device's)."""
+        max_pages = ra.ra_pages
+        if req > max_pages and ra.io_pages > max_pages:
+            max_pages = min(req, ra.io_pages)
+        if index == 0:
+            self._initial(ra, index, req, max_pages)
+        elif index in (ra.start + ra.size - ra.async_size, ra.start + ra.size):
+            ra.start += ra.size
+            ra.size = max(ra.size, get_next_ra_size(ra, max_pages))
+            ra.async_size = ra.size
+        elif marked:
+            start = self._next_miss(index + 1, max_pages)
+            if not start or start - index > max_pages:
+                return
+            ra.start = start
+            ra.size = start - index + req
+            ra.size = get_next_ra_size(ra, max_pages)
+            ra.async_size = ra.size
+        elif req > max_pages or (index - ((ra.prev_pos & _ULONG) >> 12)) & _ULONG <= 1:
+            self._initial(ra, index, req, max_pages)
+        elif not self._context(ra, index, req, max_pages):
+            self._do_ra(dev, index, req, 0)             # a small random read
+            return
+        # readit: a window this read hits the marker of at once merges the next one.
+        if index == ra.start and ra.size == ra.async_size:
+            add = get_next_ra_size(ra, max_pages)
+            if ra.size + add <= max_pages:
+                ra.async_size = add
+                ra.size += add
+            else:
+                ra.size = max_pages
+                ra.async_size = max_pages >> 1
+        self._do_ra(dev, ra.start, ra.size, ra.async_size)
+
+    @staticmethod
+    def _initial(ra: Readahead, index: int, req: int, max_pages: int) -> None:
+        ra.start = index
+        ra.size = get_init_ra_size(req, max_pages)
+        ra.async_size = ra.size - req if ra.size > req else ra.size
+
+    def _context(self, ra: Readahead, index: int, req: int, max_pages: int) -> bool:
+        """try_context_readahead(): cached history pages before `index` suggest a stream."""
+        head = index - 1
+        while head >= 0 and head > index - 1 - max_pages and head in self.pages:
+            head -= 1
+        size = index - 1 - head
+        if size <= req:
+            return False
+        if size >= index:
+            size *= 2
+        ra.start = index
+        ra.size = min(size + req, max_pages)
+        ra.async_size = 1
+        return True
+
+    def _next_miss(self, index: int, max_scan: int) -> int:
+        """page_cache_next_miss()."""
+        for i in range(index, index + max_scan):
+            if i not in self.pages:
+                return i
+        return index + max_scan
+
+    def _do_ra(self, dev: BlockDevice, index: int, count: int, lookahead: int) -> None:
+        """do_page_cache_ra() + page_cache_ra_unbounded(): the missing pages of the window,
+        each contiguous run one read, the page at count - lookahead marked."""
+        if not dev.size:
+            return
+        end_index = (dev.size - 1) // PAGE_SIZE
+        if index > end_index:
+            return
+        count = min(count, end_index - index + 1)
+        run = 0
+        for i in range(count):
+            if index + i in self.pages:
+                self._read_pages(dev, index + i - run, run)
+                run = 0
+                continue
+            if i == count - lookahead:
+                self.marked.add(index + i)
+            run += 1
+        self._read_pages(dev, index + count - run, run)
+
+    def _read_pages(self, dev: BlockDevice, index: int, count: int) -> None:
+        """read_pages(): one device read per contiguous run (bounded by CHUNK, a multiple of
+        every request size, so the unit cuts its requests exactly as for one bio)."""
+        pos = index * PAGE_SIZE
+        end = min((index + count) * PAGE_SIZE, dev.size)
+        while pos < end:
+            step = min(end - pos, CHUNK)
+            data = dev.read(pos, step)
+            for off in range(0, step, PAGE_SIZE):
+                self.pages[(pos + off) // PAGE_SIZE] = data[off:off + PAGE_SIZE]
+            pos += step
+        self.evict()
+
+    def evict(self) -> None:
+        """Drop the least recently used pages beyond the limit."""
+        while len(self.pages) > self.limit:
+            dropped, _ = self.pages.popitem(last=False)
+            self.marked.discard(dropped)
+

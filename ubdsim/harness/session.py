@@ -23,14 +23,33 @@ from ..errors import UbdError
 from . import nodes
 from .device_unit import Unit
 from .fdstate import OpenFile, OpenFiles
+from .pagecache import PageCache
 from .rules import HarnessRules
-from .syscalls.result import PASS, Fail, Result
+from .syscalls.ioctl_blk import BLKBSZSET, BLKDISCARD, BLKFLSBUF, BLKSECDISCARD, BLKZEROOUT
+from .syscalls.result import PASS, Emulated, Fail, NeedsExit, Result
 from .syscalls.table import BY_NUMBER, traced_numbers
 from .transport.bpf import build_filter
 from .transport.memory import GuestMemory
 from .transport.tracer import Tracer
 
 AT_FDCWD = -100
+# Calls that cannot change a device's bytes behind its page cache (rw.py keeps the cache
+# current itself for reads and writes).
+KEEPS_CACHE = frozenset({
+    "open", "openat", "openat2", "creat", "stat", "lstat", "newfstatat", "statx", "fstat",
+    "access", "faccessat", "faccessat2", "statfs", "getxattr", "lgetxattr", "listxattr",
+    "llistxattr", "read", "write", "pread64", "pwrite64", "readv", "writev", "preadv",
+    "pwritev", "preadv2", "pwritev2", "lseek", "fsync", "fdatasync", "sync_file_range",
+    "fcntl", "readahead"})
+# block/ioctl.c [6.1]: the ioctls that drop cached pages (BLKFLSBUF, BLKBSZSET, BLKDISCARD,
+# BLKSECDISCARD, BLKZEROOUT); the others leave the page cache alone.
+CACHE_IOCTLS = frozenset({BLKFLSBUF, BLKBSZSET, BLKDISCARD, BLKSECDISCARD, BLKZEROOUT})
+
+
+def _drops_cache(name: str, regs) -> bool:
+    if name == "ioctl":
+        return regs.rsi & 0xFFFFFFFF in CACHE_IOCTLS
+    return name not in KEEPS_CACHE
 
 
 class Session:
@@ -46,12 +65,17 @@ class Session:
         self.max_units = max_units
         self.mem = GuestMemory()
         self.opens = OpenFiles()
+        self.caches: dict[int, PageCache] = {n: PageCache() for n in self.units}
         self.tracer = Tracer(self.dispatch, self.mem)
 
     # --- helpers for handlers -------------------------------------------------------------
 
     def fd(self, tid: int, fd: int) -> OpenFile | None:
         return self.opens.lookup(tid, fd)
+
+    def page_cache(self, unit: Unit) -> PageCache:
+        """The clean pages of `unit`'s block-device inode."""
+        return self.caches[unit.number]
 
     def tgids(self) -> set[int]:
         return set(self.tracer.tids)
@@ -90,6 +114,7 @@ class Session:
         unit.disk.release()
         if unit.disk.count == 0:
             unit.device = None
+            self.caches[unit.number].clear()        # blkdev_put() -> kill_bdev() [6.1]
 
     def finish(self) -> None:
         """End of the run: every open still counted is released."""
@@ -123,7 +148,14 @@ class Session:
         if entry is None:
             return PASS
         try:
-            return entry.handler(self, tid, regs)
+            result = entry.handler(self, tid, regs)
+            if isinstance(result, (Emulated, NeedsExit)) and _drops_cache(entry.name, regs):
+                # An emulated call that may change a device's bytes behind its cache, or
+                # drops the cache in the kernel (truncate_bdev_range(), invalidate_bdev(),
+                # kill_bdev()): ubdsim drops every unit's cached pages.
+                for cache in self.caches.values():
+                    cache.clear()
+            return result
         except UbdError as err:
             return Fail(err.errno or errno.EIO)
         except OSError as err:

@@ -6,6 +6,8 @@ From: block/fops.c blkdev_read_iter()/blkdev_write_iter() [6.1], fs/read_write.c
 - writes of 0 bytes return 0, writes at or past the end fail with ENOSPC, others are
   shortened to the end; a read-only disk (BLKROSET) gives EPERM;
 - O_DIRECT: offset, buffer addresses and lengths must be 512-aligned, else EINVAL;
+- buffered reads go through the unit's page cache and the open file's readahead state
+  (pagecache.PageCache), O_DIRECT ones read exactly the sectors asked;
 - read/write/readv/writev move the shared file position; p* forms do not (pread/pwrite with
   a negative offset: EINVAL; preadv2/pwritev2 with offset -1 use and move the position).
 """
@@ -53,18 +55,34 @@ def do_read(h, tid: int, of: OpenFile, pos: int, segments: Segments) -> Result:
     segments = _truncate(segments, n)
     if of.direct and pagecache.direct_misaligned(pos, segments):
         return Fail(errno.EINVAL)
+    cache = None if of.direct else h.page_cache(of.unit)
+    if cache is not None and of.readahead is None:
+        # file_ra_state_init(): the window limit is the disk's when the file first reads.
+        of.readahead = pagecache.Readahead(ra_pages=of.unit.read_ahead_sectors // 8,
+                                           io_pages=of.unit.max_sectors // 8)
     done = 0
-    for addr, length in segments:
-        while length:
-            step = min(length, pagecache.CHUNK)
+    # The whole request is read in CHUNK steps (one filemap_read() sees the whole iov_iter,
+    # so readahead sizes its windows on the total), then scattered into the segments.
+    segments = list(segments)
+    while done < n:
+        step = min(n - done, pagecache.CHUNK)
+        if cache is None:
             data = pagecache.read(of.unit.device, pos + done, step)
+        else:
+            data = cache.read(of.unit.device, of.readahead, pos + done, step, pos + n)
+        view, at = memoryview(data), 0
+        while at < step:
+            addr, length = segments[0]
+            take = min(length, step - at)
             try:
-                h.mem.write(tid, addr, data)
+                h.mem.write(tid, addr, view[at:at + take])
             except OSError:
                 return Emulated(done) if done else Fail(errno.EFAULT)
-            addr += step
-            length -= step
-            done += step
+            segments[0] = (addr + take, length - take)
+            if take == length:
+                segments.pop(0)
+            at += take
+            done += take
     return Emulated(done)
 
 
@@ -83,6 +101,9 @@ def do_write(h, tid: int, of: OpenFile, pos: int, segments: Segments) -> Result:
     if of.direct and pagecache.direct_misaligned(pos, segments):
         return Fail(errno.EINVAL)
     block = pagecache.SECTOR_SIZE if of.direct else unit.block_size
+    cache = h.page_cache(unit)
+    # O_DIRECT writes invalidate the cached pages they cover; buffered ones update them.
+    through = None if of.direct else cache
     done = 0
     # Gather guest memory in chunks no larger than CHUNK (a multiple of every block size),
     # so a huge write never needs more than a few MiB of ubdsim memory.
@@ -97,14 +118,16 @@ def do_write(h, tid: int, of: OpenFile, pos: int, segments: Segments) -> Result:
                 addr += step
                 length -= step
                 if pending_len == pagecache.CHUNK:
-                    pagecache.write(unit.device, pos + done, b"".join(pending), block)
+                    pagecache.write(unit.device, pos + done, b"".join(pending), block, through)
                     done += pending_len
                     pending, pending_len = [], 0
     except OSError:
         pass                                   # EFAULT: write what was gathered so far
     if pending_len:
-        pagecache.write(unit.device, pos + done, b"".join(pending), block)
+        pagecache.write(unit.device, pos + done, b"".join(pending), block, through)
         done += pending_len
+    if of.direct:
+        cache.invalidate(pos, done)
     if done == 0:
         return Fail(errno.EFAULT)
     if of.sync:
