@@ -25,19 +25,23 @@ SCENARIOS = [
      "options": ["ubd0=cow.img,back.img"],
      "boots": [{"guest": [read("ubda", 0, 8), write("ubda", 64, 64, "NEW"), read("ubda", 96, 16),
                           read_all("ubda")]}]},
+    # Sectors 4096-4098 have no bit in the file: 6.1 tests their bits in the unused tail of
+    # its vmalloc'ed bitmap page, which vmalloc does not zero. Until a write in the same boot
+    # sets those bits, what the kernel reads there depends on old memory, so these scenarios
+    # read the uncovered sectors only after writing them in that boot (deterministic).
     {"name": "v2-rounding-bug-last-sectors",
      "about": "V2 over 4099 sectors: the bitmap lacks a byte; write and read the last sectors",
      "files": {"back.img": backing(_ODD),
                "cow.img": cow(2, "back.img", written=[(4090, 2, "OLD")])},
      "options": ["ubd0=cow.img,back.img"],
-     "boots": [{"guest": [read("ubda", 4088, 11), write("ubda", 4096, 3, "TAIL"),
+     "boots": [{"guest": [read("ubda", 4088, 8), write("ubda", 4096, 3, "TAIL"),
                           read("ubda", 4088, 11)]}]},
     {"name": "v1-rounding-bug-last-sectors",
      "about": "V1 over 4099 sectors: writes into the sectors without a bitmap byte",
      "files": {"back.img": backing(_ODD), "cow.img": cow(1, "back.img")},
      "options": ["ubd0=cow.img,back.img"],
-     "boots": [{"guest": [write("ubda", 4097, 2, "TAIL"), read("ubda", 4088, 11)]},
-               {"guest": [read("ubda", 4088, 11)]}]},
+     "boots": [{"guest": [write("ubda", 4096, 3, "TAIL"), read("ubda", 4088, 11)]},
+               {"guest": [read("ubda", 4088, 8)]}]},
     {"name": "v3-broken-layout",
      "about": "a broken-V3 (unpacked 64-bit) file: recovered with a message, usable",
      "files": {"back.img": backing(2 * MiB),
