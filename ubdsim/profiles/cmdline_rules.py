@@ -11,7 +11,7 @@ differs are named by `setup_style` and `splitter`, each the key of one small fun
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -45,13 +45,8 @@ CMDLINE_2_4_RESIZE = CmdlineRules(
     udb_typo_catcher=False,
     printk_text_max=None)
 
-CMDLINE_2_4_STOCK = CmdlineRules(
-    max_units=8, third_field=None, splitter="parse_options", setup_style="ubd_setup_2_4",
-    unit_syntax="one_char", flag_letters="rs", flags_in_order=True, max_flag_chars=None,
-    separators=b",", value_fields=2, last_field_keeps_rest=True,
-    empty_fields_absent=False, fake_major="assign",
-    udb_typo_catcher=False,
-    printk_text_max=None)
+# Without the resize patch the value has two fields: `,400M` stays part of the backing name.
+CMDLINE_2_4_STOCK = replace(CMDLINE_2_4_RESIZE, third_field=None, value_fields=2)
 
 CMDLINE_6_1 = CmdlineRules(
     max_units=16, third_field="serial", splitter="parse_args", setup_style="error_out_6_1",

@@ -7,7 +7,7 @@ for the 2.4 rows.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -89,14 +89,8 @@ DEVICE_2_4_RESIZE = DeviceRules(
     cow_request_sectors=None, read_offset_drift=False, short_read_rereads=False,
     add_opens_device=True, empty_bitmap_fails=False, write_open_of_readonly_fails=True,
     soft_block_max=1024, disk_name_style="digit", printk_text_max=None)
-DEVICE_2_4_STOCK = DeviceRules(
-    resize_patch=False, takes_locks=False, size_granule=1024, size_rounds_up=False,
-    bitmap_word=4, bitmap_end_guard=False, segment_bytes=4096, switch_if_header_unstatable=False,
-    announce_creation_first=True, creation_trailing_byte=False, supports_discard=False,
-    flush_syncs_first_fd=False, reports_cant_open=False, accepts_grown_cow=False,
-    cow_request_sectors=None, read_offset_drift=False, short_read_rereads=False,
-    add_opens_device=True, empty_bitmap_fails=False, write_open_of_readonly_fails=True,
-    soft_block_max=1024, disk_name_style="digit", printk_text_max=None)
+# 2.4.20-4um as shipped: the same driver without the COW-resize patch.
+DEVICE_2_4_STOCK = replace(DEVICE_2_4_RESIZE, resize_patch=False, accepts_grown_cow=False)
 DEVICE_6_1 = DeviceRules(
     resize_patch=False, takes_locks=True, size_granule=512, size_rounds_up=True,
     bitmap_word=8, bitmap_end_guard=True, segment_bytes=4096, switch_if_header_unstatable=True,
