@@ -51,11 +51,16 @@ def _put(h, tid: int, addr: int, fmt: str, value) -> Result:
     return Emulated(0)
 
 
-def _get_range(h, tid: int, addr: int) -> tuple[int, int] | None:
+def _get(h, tid: int, addr: int, fmt: str) -> tuple | None:
+    """get_user()/copy_from_user(): the values at `addr`, or None when the pointer is bad."""
     try:
-        return struct.unpack("<QQ", h.mem.read(tid, addr, 16))
+        return struct.unpack(fmt, h.mem.read(tid, addr, struct.calcsize(fmt)))
     except OSError:
         return None
+
+
+def _get_range(h, tid: int, addr: int) -> tuple[int, int] | None:
+    return _get(h, tid, addr, "<QQ")
 
 
 def _geometry_cylinders(unit: Unit) -> int:
@@ -98,10 +103,10 @@ def _zeroout(h, tid, of: OpenFile, arg: int) -> Result:
 
 def _bszset(h, tid, of: OpenFile, arg: int) -> Result:
     """block/bdev.c set_blocksize(): a power of two from 512 to PAGE_SIZE."""
-    try:
-        (n,) = struct.unpack("<i", h.mem.read(tid, arg, 4))
-    except OSError:
+    value = _get(h, tid, arg, "<i")
+    if value is None:
         return Fail(errno.EFAULT)
+    (n,) = value
     if n < SECTOR or n > PAGE or n & (n - 1):
         return Fail(errno.EINVAL)
     of.unit.block_size = n
@@ -109,10 +114,10 @@ def _bszset(h, tid, of: OpenFile, arg: int) -> Result:
 
 
 def _roset(h, tid, of: OpenFile, arg: int) -> Result:
-    try:
-        (n,) = struct.unpack("<i", h.mem.read(tid, arg, 4))
-    except OSError:
+    value = _get(h, tid, arg, "<i")
+    if value is None:
         return Fail(errno.EFAULT)
+    (n,) = value
     of.unit.read_only_set = bool(n)
     return Emulated(0)
 
