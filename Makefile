@@ -16,4 +16,4 @@ bench: setup
 	@for b in scripts/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf .venv demo-out .pytest_cache .hypothesis
+	rm -rf .venv build demo-out .pytest_cache .hypothesis

@@ -3,7 +3,10 @@
 # project venv. Idempotent: a second run installs nothing and takes about a second.
 #   Debian: e2fsprogs uml-utilities user-mode-linux qemu-utils busybox-static fdisk strace,
 #           qemu-system-x86 (without recommends: ~84 MB instead of ~438 MB),
-#           python3 + python3-venv when no Python 3.11 with venv is on the machine
+#           python3 + python3-venv when no Python 3.11 with venv is on the machine,
+#           gcc + libc6-dev when no C compiler with the C library headers is there
+#   build/uml_xstate_fix.so: the XSAVE fix that lets linux.uml boot on AMX hosts
+#           (kernel_ref/native/uml_xstate_fix.c; kernel_ref/xstate.py decides when to use it)
 #   The qemu guest kernel (.deb) is fetched on first use by guest_images/qemu/build_image.py.
 #   venv:   .venv with ubdsim in editable mode, numpy, pytest, hypothesis, python-ptrace
 set -euo pipefail
@@ -16,6 +19,9 @@ for spec in e2fsprogs:mkfs.ext4 uml-utilities:uml_mkcow user-mode-linux:linux.um
     pkg=${spec%%:*}; bin=${spec##*:}
     command -v "$bin" >/dev/null 2>&1 || need_pkgs+=("$pkg")
 done
+if ! command -v cc >/dev/null 2>&1 || [ ! -e /usr/include/elf.h ]; then
+    need_pkgs+=(gcc libc6-dev)
+fi
 PY=${PYTHON:-python3}
 if ! "$PY" -c 'import sys, venv, ensurepip; assert sys.version_info >= (3, 11)' 2>/dev/null; then
     need_pkgs+=(python3 python3-venv)
@@ -29,6 +35,15 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+fi
+
+fix_src=kernel_ref/native/uml_xstate_fix.c
+fix_lib=build/uml_xstate_fix.so
+if [ ! -f "$fix_lib" ] || [ "$fix_src" -nt "$fix_lib" ]; then
+    echo "setup: building $fix_lib (lets linux.uml boot where the XSAVE area exceeds 2696 bytes)"
+    mkdir -p build
+    cc -O2 -Wall -Wextra -Werror -shared -fPIC -o "$fix_lib.tmp" "$fix_src"
+    mv "$fix_lib.tmp" "$fix_lib"
 fi
 
 if [ ! -x .venv/bin/python ]; then
