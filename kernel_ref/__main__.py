@@ -1,4 +1,5 @@
 """python -m kernel_ref list | run NAME... | run --all [--keep DIR] [--against ...] | capture ...
+                     | boot [OPTIONS] WORD... -- COMMAND [ARG...]
 
 run      runs each scenario on linux.uml and on `ubdsim run --kernel 6.1` and compares
          the ubd log lines, guest transcripts and exit statuses, and every file byte for
@@ -8,6 +9,11 @@ run      runs each scenario on linux.uml and on `ubdsim run --kernel 6.1` and co
            --against oracle    compare the live linux.uml with its golden capture (no ubdsim):
                                a difference means the kernel package (or host) changed
 capture  regenerates golden captures from linux.uml only (never from ubdsim).
+boot     boots linux.uml on kernel options and runs a command in it, printing what
+         `ubdsim run` prints, to compare the two by hand (`boot --help`).
+
+When linux.uml cannot run on this host, every command that needs it says why in one line
+and exits with 1.
 """
 from __future__ import annotations
 
@@ -15,7 +21,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import scenario
+from . import boot_command, scenario
+from .errors import KernelUnavailable
 from .run import capture, run_many
 
 MODES = {"linux.uml": "live", "golden": "golden", "oracle": "oracle"}
@@ -26,6 +33,7 @@ def _parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="list the scenarios")
+    boot_command.add_parser(sub)
     for name, text in (("run", "run and compare scenarios"),
                        ("capture", "regenerate golden captures from linux.uml")):
         p = sub.add_parser(name, help=text)
@@ -43,7 +51,18 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "boot":
+        return boot_command.run(args, parser)
+    try:
+        return _command(args)
+    except KernelUnavailable as err:
+        print(f"python -m kernel_ref {args.command}: error: {err}", file=sys.stderr)
+        return 1
+
+
+def _command(args: argparse.Namespace) -> int:
     if args.command == "list":
         for name, scn in scenario.load_all().items():
             print(f"{name:<40} {scn['about'].splitlines()[0]}")

@@ -4,9 +4,8 @@ Both get the same working directory, the same ubd options and the same guest scr
 both return a BootResult: the driver's log lines (filtered, not yet normalised), the guest
 script's stdout lines and its exit status.
 
-linux.uml: boots with the host's / as its root (hostfs) and a generated init that mounts
-/proc, runs the guest script with its output in a file, prints `KREF-EXIT=<status>` on the
-console, syncs and powers off through sysrq. Kernel messages come from the console.
+linux.uml: booted by kernel_ref/launcher.py, which runs the guest script in the working
+directory and reads its stdout and exit status back. Kernel messages come from the console.
 ubdsim: `ubdsim run --kernel 6.1 --log LOG OPTIONS -- /bin/sh SCRIPT`; its --log file holds
 the kernel messages alone and its exit status is the guest's.
 """
@@ -21,11 +20,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import launcher
 from .filters import ubd_lines
 from .host import run_as_prefix
 
 BOOT_TIMEOUT = 60    # seconds; a boot normally takes about 1.5 s
-EXIT_MARKER = "KREF-EXIT="
 
 
 @dataclass
@@ -68,45 +67,23 @@ class UmlBackend:
 
     name = "linux.uml"
 
-    def __init__(self, binary: str = "linux.uml"):
-        self.binary = binary
-
     def check(self) -> None:
-        if shutil.which(self.binary) is None:
-            raise BackendUnavailable(f"{self.binary} not found: install Debian's user-mode-linux")
+        """Raises KernelUnavailable (one line) when linux.uml cannot run here."""
+        launcher.require_kernel()
 
     def version(self) -> str:
         """The kernel release, from the binary's own version string."""
-        data = Path(shutil.which(self.binary)).read_bytes()
+        data = Path(shutil.which(launcher.BINARY)).read_bytes()
         match = re.search(rb"Linux version (\S+)", data)
         return match.group(1).decode() if match else "unknown"
 
     def boot(self, work: Path, scratch: Path, index: int, options: list[str], script: Path,
              run_as: str | None) -> BootResult:
-        out_file = scratch / f"uml-{index}.out"
-        init = scratch / f"init-{index}.sh"
-        init.write_text("#!/bin/sh\n"
-                        "mount -t proc proc /proc 2>/dev/null\n"
-                        f"/bin/sh {script} > {out_file} 2>/dev/null\n"
-                        f'echo "{EXIT_MARKER}$?"\n'
-                        "sync\n"
-                        "echo o > /proc/sysrq-trigger\n")
-        init.chmod(0o755)
-        uml_dir = scratch / f"uml-dir-{index}"
-        uml_dir.mkdir(exist_ok=True)
-        cmd = [*run_as_prefix(run_as), self.binary, "mem=64M", *options, "root=/dev/root",
-               "rootfstype=hostfs", "rootflags=/", "rw", f"init={init}", "con=null",
-               "con0=fd:0,fd:1", f"uml_dir={uml_dir}"]
-        returncode, stdout, _ = run_bounded(cmd, work, merge_stderr=True)
-        console = stdout.decode("utf-8", "replace").replace("\r", "")
-        (scratch / f"uml-{index}.console").write_text(console)    # for --keep readers
-        shutil.rmtree(uml_dir, ignore_errors=True)
-        match = re.search(rf"^{EXIT_MARKER}(\d+)$", console, re.M)
-        status = int(match.group(1)) if match else None
-        out = out_file.read_text().splitlines() if out_file.exists() else []
-        problem = "" if match else f"no {EXIT_MARKER} on the console (exit {returncode}):\n" \
-                                   + "\n".join(console.splitlines()[-15:])
-        return BootResult(log=ubd_lines(console), out=out, status=status, problem=problem)
+        run = launcher.boot(options, ["/bin/sh", str(script)], cwd=work, user=run_as,
+                            timeout=BOOT_TIMEOUT)
+        (scratch / f"uml-{index}.console").write_text(run.console)    # for --keep readers
+        return BootResult(log=ubd_lines(run.console), out=run.output.splitlines(),
+                          status=run.status, problem=run.problem)
 
 
 class UbdsimBackend:
