@@ -7,6 +7,10 @@ host file (the ceiling). Workloads: 4 KiB O_DIRECT sequential write and read, 1 
 sequential write and read. It also measures the cost of one ptrace stop (an intercepted call
 that is passed through, and one that is emulated on a device descriptor).
 
+It also times an empty linux.uml boot (median of 5) and says whether the XSAVE fix is
+preloaded (kernel_ref/xstate.py): run it with UBDSIM_XSTATE_FIX=on and =off on a host where
+both boot to see what the fix costs.
+
 One run each: the machine is shared, so numbers are noisy; compare ratios, not absolutes.
 
     .venv/bin/python scripts/bench_guest.py [--small-mib 32] [--big-mib 256] [--keep DIR]
@@ -17,11 +21,14 @@ import argparse
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from kernel_ref import launcher
 
 WORKLOADS = [  # name, dd arguments (DEV is replaced), bytes moved computed from bs*count
     ("4k-direct-write", "if=/dev/zero of=DEV bs=4k count={small4k} oflag=direct conv=notrunc"),
@@ -46,17 +53,19 @@ def parse_rates(text: str) -> list[float]:
 
 def run_uml(work: Path, script: str) -> list[float]:
     (work / "body.sh").write_text(script)
-    init = work / "init.sh"
-    init.write_text(f"#!/bin/sh\nmount -t proc proc /proc\ncd '{work}'\n"
-                    "sh body.sh > uml.out 2>&1\necho o > /proc/sysrq-trigger\n")
-    init.chmod(0o755)
-    (work / "umldir").mkdir(exist_ok=True)
-    subprocess.run(["linux.uml", "mem=256M", "ubd0=uml.cow,backing.img", "root=/dev/root",
-                    "rootfstype=hostfs", "rootflags=/", "rw", f"init={init}", "con=null",
-                    "con0=fd:0,fd:1", f"uml_dir={work / 'umldir'}"], cwd=work,
-                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL, timeout=1800)
-    return parse_rates((work / "uml.out").read_text())
+    run = launcher.boot(["ubd0=uml.cow,backing.img"], ["sh", "body.sh"], cwd=work, mem="256M",
+                        merge_stderr=True, timeout=1800)
+    return parse_rates(run.output)
+
+
+def uml_boot_seconds(work: Path, boots: int = 5) -> float:
+    """Median wall time of a boot that runs `true`: the kernel's start-up and power-off."""
+    times = []
+    for _ in range(boots):
+        started = time.perf_counter()
+        launcher.boot([], ["true"], cwd=work)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
 
 
 def run_ubdsim(work: Path, script: str) -> list[float]:
@@ -102,6 +111,11 @@ def main() -> int:
     ap.add_argument("--big-mib", type=int, default=256, help="MiB moved by the 1 MiB runs")
     ap.add_argument("--keep", metavar="DIR", help="work in DIR and keep it")
     args = ap.parse_args()
+    try:
+        fix = launcher.require_kernel()
+    except launcher.KernelUnavailable as err:
+        print(f"bench_guest: {err}", file=sys.stderr)
+        return 1
     work = Path(args.keep or tempfile.mkdtemp(prefix="ubdsim-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     size = max(args.small_mib, args.big_mib) * 2 << 20
@@ -115,6 +129,7 @@ def main() -> int:
     load_before = os.getloadavg()
     try:
         started = time.time()
+        boot_seconds = uml_boot_seconds(work)
         uml = run_uml(work, "\n".join(dd_lines("/dev/ubda", small4k, bigm)) + "\n")
         sim = run_ubdsim(work, "\n".join(dd_lines("/dev/ubda", small4k, bigm)) + "\n")
         native = run_native(work, "\n".join(dd_lines("native.img", small4k, bigm)) + "\n")
@@ -122,6 +137,7 @@ def main() -> int:
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
+    print(f"linux.uml: {fix.describe()}; empty boot {boot_seconds:.2f} s (median of 5)")
     print(f"{'workload':18} {'linux.uml':>10} {'ubdsim':>10} {'native':>10} {'ubdsim/uml':>11}")
     for (name, _), u, s, n in zip(WORKLOADS, uml, sim, native):
         print(f"{name:18} {u:10.1f} {s:10.1f} {n:10.1f} {s / u:10.2f}x")

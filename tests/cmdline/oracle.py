@@ -1,9 +1,9 @@
 """Boot linux.uml on a command line and read back what the ubd driver printed.
 
-The guest's init is a shell script that dumps the kernel log with busybox's `dmesg -r`
-(raw bytes: util-linux dmesg would escape non-ASCII) into a host file through hostfs, then
-exits; the kernel panics on init's exit and linux.uml aborts, which ends the boot in ~1.5 s.
-(Attribute boots do more first: see _ATTR_SCRIPT.)
+Each boot goes through kernel_ref.launcher (the words come last on the kernel's command
+line); the guest script dumps the kernel log with busybox's `dmesg -r` (raw bytes: util-linux
+dmesg would escape non-ASCII) on its stdout, which the launcher hands back. A boot takes
+~1.2 s. (Attribute boots do more first: see _ATTR_SCRIPT.)
 Each boot runs in its own empty folder so that no file named on the command line exists and
 unit 0's default `root_fs` is absent too.
 
@@ -18,17 +18,16 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from kernel_ref import launcher
 from ubdsim.cmdline import ParseResult, parse_command_line
 from ubdsim.profiles import get_profile
 
-LINUX_UML = "linux.uml"
-BOOT_TIMEOUT = 120        # seconds; a boot normally takes ~1.5 s
+BOOT_TIMEOUT = 120        # seconds; a boot normally takes ~1.2 s
 PARALLEL_BOOTS = 2        # the machine has 2 cores shared by everyone
 
 _LEVEL = re.compile(rb"^<\d+>")
@@ -128,67 +127,53 @@ def extract(log: bytes) -> Capture:
 
 
 def require_linux_uml() -> str:
-    """The oracle's path; its absence is a broken test set-up, never a reason to skip."""
-    path = shutil.which(LINUX_UML)
-    if path is None:
-        raise RuntimeError(f"{LINUX_UML} is not installed: the 6.1 oracle tests cannot run "
-                           "(the project set-up installs Debian's user-mode-linux package)")
-    busybox = shutil.which("busybox")
-    if busybox is None:
-        raise RuntimeError("busybox is not installed: the oracle's init needs `busybox dmesg -r`")
-    return path
+    """The oracle's path; its absence is a broken test set-up, never a reason to skip
+    (raises KernelUnavailable with the reason)."""
+    launcher.require_kernel()
+    if shutil.which("busybox") is None:
+        raise launcher.KernelUnavailable("busybox is not installed: the oracle's init needs "
+                                         "`busybox dmesg -r`")
+    return shutil.which(launcher.BINARY)
 
 
 def boot(words: list[str], files: list[str] | None = None) -> Capture:
     """Boot linux.uml once with `words` appended to a fixed hostfs-root command line; with
     `files`, create them (and root_fs) first and report the disks' attributes."""
-    linux = require_linux_uml()
+    require_linux_uml()
     busybox = shutil.which("busybox")
     with tempfile.TemporaryDirectory(prefix="ubdsim-cmdline-") as tmp:
         workdir = os.path.join(tmp, "cwd")
         os.mkdir(workdir)
-        log = os.path.join(tmp, "dmesg.raw")
         attrs = os.path.join(tmp, "attrs.txt")
         ready = os.path.join(tmp, "ready")
         done = os.path.join(tmp, "done")
-        init = os.path.join(tmp, "init.sh")
-        with open(init, "w") as script:
-            script.write("#!/bin/sh\n")
-            if files is not None:
-                script.write(_ATTR_SCRIPT.format(busybox=busybox, attrs=attrs, ready=ready, done=done,
-                                                 wait=WAIT_FOR_HOST))
-                for name in [*files, "root_fs"]:
-                    with open(os.path.join(workdir, name), "wb") as image:
-                        image.truncate(ATTR_FILE_SIZE)
-            script.write(f"{busybox} dmesg -r > {log}\n")
-        os.chmod(init, 0o755)
-        argv = [linux, "mem=64M", "root=/dev/root", "rootfstype=hostfs", "rootflags=/", "rw",
-                f"init={init}", "con=null", "con0=fd:0,fd:1", f"uml_dir={tmp}",
-                *words]
+        script = ""
+        if files is not None:
+            script = _ATTR_SCRIPT.format(busybox=busybox, attrs=attrs, ready=ready, done=done,
+                                         wait=WAIT_FOR_HOST)
+            for name in [*files, "root_fs"]:
+                with open(os.path.join(workdir, name), "wb") as image:
+                    image.truncate(ATTR_FILE_SIZE)
+        script += f"{busybox} dmesg -r\n"
         host_files = None
-        with subprocess.Popen([os.fsencode(a) for a in argv], cwd=workdir, stdin=subprocess.DEVNULL,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as uml:
-            try:
-                if files is not None:
-                    while not os.path.exists(ready) and uml.poll() is None:
-                        time.sleep(0.05)
-                    if uml.poll() is None:
-                        host_files = _host_view(uml.pid, workdir)
-                    open(done, "w").close()
-                uml.wait(timeout=BOOT_TIMEOUT)
-            finally:
+        with launcher.start(words, script=script, cwd=workdir, timeout=BOOT_TIMEOUT) as uml:
+            if files is not None:
+                while not os.path.exists(ready) and uml.poll() is None:
+                    time.sleep(0.05)
                 if uml.poll() is None:
-                    uml.kill()
+                    host_files = _host_view(uml.pid, workdir)
+                open(done, "w").close()
+            run = uml.wait()
         try:
-            with open(log, "rb") as dump:
-                capture = extract(dump.read())
+            capture = extract(run.output_bytes)
             if files is None:
                 return capture
             with open(attrs, "rb") as report:
                 devices = [_text(line) for line in report.read().splitlines()]
             return Capture(capture.parse_lines, capture.init_lines, devices, host_files)
         except (OSError, StopIteration) as err:
-            raise RuntimeError(f"linux.uml produced no usable log for {words!r}: {err!r}") from None
+            raise RuntimeError(f"linux.uml produced no usable log for {words!r} "
+                               f"({run.problem or 'guest finished'}): {err!r}") from None
 
 
 def boot_all(boots: list[list[str]], files: list[list[str] | None] | None = None) -> list[Capture]:

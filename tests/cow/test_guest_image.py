@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from kernel_ref import launcher
+
 ROOT = Path(__file__).resolve().parents[2]
 BUILD_EXT2 = ROOT / "guest_images" / "build_ext2.py"
 DEMO = ROOT / "scripts" / "demo.py"
@@ -119,21 +121,13 @@ def test_demo_images_pass_e2fsck_and_hold_the_guests_files(demo_run, tmp_path):
 
 
 def _boot_linux_uml(workdir: Path, words: list[str], body: str) -> str:
-    """Boot linux.uml (the 6.1 oracle) in `workdir` with `words`; body runs as part of init
-    with a devtmpfs in workdir/dev; returns the console."""
+    """Boot linux.uml (the 6.1 oracle) in `workdir` with `words`; body runs there with a
+    devtmpfs in workdir/dev; returns the console."""
     (workdir / "dev").mkdir()
-    init = workdir / "init.sh"
-    init.write_text(f"#!/bin/sh\nmount -t proc proc /proc\ncd '{workdir}'\n"
-                    f"mount -t devtmpfs none '{workdir}/dev'\n{body}\n"
-                    "echo o > /proc/sysrq-trigger\nsleep 5\n")
-    init.chmod(0o755)
-    (workdir / "umldir").mkdir()
-    console = subprocess.run(
-        [shutil.which("linux.uml") or "/usr/bin/linux.uml", "mem=64M", *words, "root=/dev/root",
-         "rootfstype=hostfs", "rootflags=/", "rw", f"init={init}", "con=null",
-         "con0=fd:0,fd:1", f"uml_dir={workdir / 'umldir'}"],
-        cwd=workdir, stdin=subprocess.DEVNULL, capture_output=True, timeout=300).stdout
-    return console.decode(errors="replace").replace("\r", "")
+    run = launcher.boot(words, script=f"mount -t devtmpfs none '{workdir}/dev'\n{body}\n",
+                        cwd=workdir, timeout=300)
+    assert run.status is not None, run.problem
+    return run.console
 
 
 def test_linux_uml_agrees_with_the_final_act(demo_run, tmp_path):

@@ -3,13 +3,11 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 from pathlib import Path
 
+from kernel_ref import launcher
 from ubdsim.fileio import data_extents
 from ubdsim.messages import MESSAGES
-
-LINUX_UML = "linux.uml"
 
 
 def readonly_mount(source: Path, target: Path) -> list[str]:
@@ -22,23 +20,15 @@ def readonly_mount(source: Path, target: Path) -> list[str]:
 
 def boot(workdir: Path, ubd_args: list[str], guest_lines: list[str], scratch: Path,
          prefix: list[str] = ()) -> str:
-    """Boot linux.uml in `workdir` with `ubd_args`; the guest runs `guest_lines` then powers off.
-    `prefix` is put before the command (e.g. readonly_mount()). Returns the console output."""
+    """Boot linux.uml in `workdir` with `ubd_args`; the guest runs `guest_lines` there.
+    `prefix` is put before the command (e.g. readonly_mount()). Returns the console output
+    (also kept in scratch/console.txt)."""
     scratch.mkdir(parents=True, exist_ok=True)
-    script = scratch / "guest.sh"
-    script.write_text("#!/bin/sh\nmount -t proc proc /proc\n" + "\n".join(guest_lines)
-                      + "\necho GUEST-DONE\necho o > /proc/sysrq-trigger\nsleep 5\n")
-    script.chmod(0o755)
-    uml_dir = scratch / "uml"
-    uml_dir.mkdir(exist_ok=True)
-    cmd = [*prefix, LINUX_UML, "mem=64M", *ubd_args, "root=/dev/root", "rootfstype=hostfs", "rootflags=/",
-           "rw", f"init={script}", "con=null", "con0=fd:0,fd:1", f"uml_dir={uml_dir}"]
-    result = subprocess.run(cmd, cwd=workdir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, timeout=120)
-    out = result.stdout.decode("utf-8", "replace")
-    (scratch / "console.txt").write_text(out)
-    assert "GUEST-DONE" in out, out[-3000:]
-    return out
+    run = launcher.boot(ubd_args, script="\n".join(guest_lines) + "\n", cwd=workdir,
+                        prefix=prefix, timeout=120)
+    (scratch / "console.txt").write_text(run.console)
+    assert run.status is not None, run.problem
+    return run.console
 
 
 def _pattern(text: str) -> re.Pattern:

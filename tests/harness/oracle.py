@@ -1,20 +1,20 @@
 """Run the same guest shell script under linux.uml (the 6.1 oracle) and under `ubdsim run`.
 
-The script (`body`) is written to the work directory and run by `sh` in both worlds, with
-that directory as the current directory. linux.uml gets a separate init wrapper that mounts
-/proc, runs the body with its output captured to a file, then powers off with sysrq; that
-wrapper must never run under ubdsim (it would act on the host), so only the body is shared.
+The script (`body`) is written to the work directory and run as `sh body.sh` in both worlds,
+with that directory as the current directory. linux.uml boots through kernel_ref.launcher,
+whose init wrapper mounts /proc and powers off with sysrq; that wrapper must never run under
+ubdsim (it would act on the host), so only the body is shared.
 """
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from kernel_ref import launcher
+
 UBDSIM = [sys.executable, "-m", "ubdsim"]
-LINUX_UML = shutil.which("linux.uml") or "/usr/bin/linux.uml"
 
 
 @dataclass
@@ -29,27 +29,12 @@ def _write_body(workdir: Path, body: str) -> None:
 
 
 def boot_uml(workdir: Path, words: list[str], body: str, mem: str = "128M") -> Outcome:
-    """Boot linux.uml with `words`, run body.sh in `workdir` as part of init, power off."""
+    """Boot linux.uml with `words`, run `sh body.sh` in `workdir` as part of init."""
     _write_body(workdir, body)
-    init = workdir / "uml-init.sh"
-    init.write_text("#!/bin/sh\n"
-                    "mount -t proc proc /proc\n"
-                    f"cd '{workdir}'\n"
-                    "sh body.sh > uml.out 2>&1\n"
-                    "echo $? > uml.status\n"
-                    "echo o > /proc/sysrq-trigger\n")
-    init.chmod(0o755)
-    umldir = workdir / "umldir"
-    umldir.mkdir(exist_ok=True)
-    proc = subprocess.run(
-        [LINUX_UML, f"mem={mem}", *words, "root=/dev/root", "rootfstype=hostfs", "rootflags=/",
-         "rw", f"init={init}", "con=null", "con0=fd:0,fd:1", f"uml_dir={umldir}"],
-        cwd=workdir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        timeout=600)
-    shutil.rmtree(umldir, ignore_errors=True)
-    out = (workdir / "uml.out").read_text(errors="replace")
-    status = int((workdir / "uml.status").read_text())
-    return Outcome(out, proc.stdout.decode(errors="replace"), status)
+    run = launcher.boot(words, ["sh", "body.sh"], cwd=workdir, mem=mem, merge_stderr=True,
+                        timeout=600)
+    assert run.status is not None, run.problem
+    return Outcome(run.output, run.console, run.status)
 
 
 def ubdsim_run(workdir: Path, words: list[str], command: list[str], kernel: str = "6.1",

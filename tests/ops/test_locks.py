@@ -11,15 +11,14 @@ import subprocess
 import sys
 import time
 
+from kernel_ref import launcher
 from tests.cow.builders import UBDSIM, random_file, run
 
-GUEST = """#!/bin/sh
-mknod {d}/ubda b 98 0
+GUEST = """mknod {d}/ubda b 98 0
 exec 3<>{d}/ubda
 echo ready > {d}/ready
 i=0
 while [ ! -e {d}/done ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
-echo o > /proc/sysrq-trigger
 """
 
 
@@ -28,30 +27,25 @@ def test_running_linux_uml_locks_are_respected(tmp_path, monkeypatch):
     random_file("backing", 1 << 20, seed=1)
     assert run(["uml_mkcow", "cow", "backing"]).returncode == 0
     assert run(["uml_mkcow", "cow2", "backing"]).returncode == 0   # a second COW, same backing
-    (tmp_path / "guest.sh").write_text(GUEST.format(d=tmp_path))
-    os.chmod(tmp_path / "guest.sh", 0o755)
-    os.mkdir("umldir")
-    kernel = subprocess.Popen(
-        ["linux.uml", "mem=64M", "ubd0=cow,backing", "root=/dev/root", "rootfstype=hostfs",
-         "rootflags=/", "rw", f"init={tmp_path}/guest.sh", "con=null", "con0=fd:0,fd:1",
-         f"uml_dir={tmp_path}/umldir"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        for _ in range(300):
-            if os.path.exists("ready") or kernel.poll() is not None:
-                break
-            time.sleep(0.1)
-        assert os.path.exists("ready"), "the guest never opened /dev/ubda"
-        results = {
-            "uml_moo": run(["uml_moo", "cow", "oracle.img"]),
-            "new": run([UBDSIM, "moo", "cow", "new.img"]),
-            "in_place": run([UBDSIM, "moo", "-d", "cow"]),
-            "other_cow_new": run([UBDSIM, "moo", "cow2", "other.img"]),
-            "other_cow_in_place": run([UBDSIM, "moo", "-d", "cow2"]),
-        }
-    finally:
-        open("done", "w").close()
-        kernel.communicate(timeout=60)
+    with launcher.start(["ubd0=cow,backing"], script=GUEST.format(d=tmp_path), cwd=tmp_path,
+                        timeout=90) as kernel:
+        try:
+            for _ in range(300):
+                if os.path.exists("ready") or kernel.poll() is not None:
+                    break
+                time.sleep(0.1)
+            assert os.path.exists("ready"), "the guest never opened /dev/ubda: " + \
+                (kernel.wait().problem if kernel.poll() is not None else "timed out")
+            results = {
+                "uml_moo": run(["uml_moo", "cow", "oracle.img"]),
+                "new": run([UBDSIM, "moo", "cow", "new.img"]),
+                "in_place": run([UBDSIM, "moo", "-d", "cow"]),
+                "other_cow_new": run([UBDSIM, "moo", "cow2", "other.img"]),
+                "other_cow_in_place": run([UBDSIM, "moo", "-d", "cow2"]),
+            }
+        finally:
+            open("done", "w").close()
+        assert kernel.wait().status == 0
     # uml_moo takes no lock and happily copies a COW file a running kernel is writing
     assert results["uml_moo"].returncode == 0
     for name in ("new", "in_place"):

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from kernel_ref import launcher
 from ubdsim.cmdline.spec import UnitSpec
 from ubdsim.cow import bitmap as bits
 from ubdsim.device.open import open_unit
@@ -77,17 +78,10 @@ def run_in_linux_uml(tmp_path: Path, backing: Path) -> Path:
     (work / "dev").mkdir(parents=True)
     (work / "mnt").mkdir()
     cow = work / "uml.cow"
-    script = work / "init.sh"
-    script.write_text("#!/bin/sh\nmount -t proc proc /proc\n"
-                      f"mount -t devtmpfs none {work}/dev\n"
-                      + EXT4_WORKLOAD.format(dev=f"{work}/dev/ubda", mnt=f"{work}/mnt")
-                      + "echo o > /proc/sysrq-trigger\nsleep 5\n")
-    script.chmod(0o755)
-    console = subprocess.run(
-        ["linux.uml", "mem=64M", f"ubd0={cow},{backing}", "root=/dev/root", "rootfstype=hostfs",
-         "rootflags=/", "rw", f"init={script}", "con=null", "con0=fd:0,fd:1",
-         f"uml_dir={work}"], stdin=subprocess.DEVNULL, capture_output=True, timeout=120).stdout
-    assert b"workload-done" in console, console[-2000:]
+    run = launcher.boot([f"ubd0={cow},{backing}"], cwd=work, timeout=120, merge_stderr=True,
+                        script=f"mount -t devtmpfs none {work}/dev\n"
+                        + EXT4_WORKLOAD.format(dev=f"{work}/dev/ubda", mnt=f"{work}/mnt"))
+    assert "workload-done" in run.output, run.problem + run.output[-2000:]
     return cow
 
 
