@@ -7,12 +7,14 @@ as zeros. Two normalisations are applied, both to the kernel's and to ubdsim's f
 - the bytes after that path's NUL are zeroed: cow_user.c write_cow_header() [6.1] fills a
   kmalloc'ed header without memset, so the kernel leaves heap garbage there that no
   reader ever looks at (observed: bytes 4096-4099 of a fresh V3 file varied by run);
-- V1/V2 files with the bitmap rounding bug: in the gap between the bitmap and the data area,
-  the bits of sectors that do not exist and every byte after the first are zeroed. The
-  kernel keeps a bitmap_len-byte vmalloc'ed bitmap, sets the trailing sectors' bits past its
-  end and writes two 64-bit words back (ubd_kern.c cowify_bitmap()/update_bitmap() [6.1]),
-  so uninitialised kernel memory lands there (observed: `06 00..` in one run,
-  `46 fb 8d 60` in the next, at the same offset).
+- the bytes past the bitmap's end that the kernel's bitmap write-back can reach are zeroed
+  (but for the real bits of the rounding-bug byte). The kernel keeps a bitmap_len-byte
+  vmalloc'ed bitmap and writes back two 64-bit words around a changed bit, stepping back one
+  word at the last (ubd_kern.c cowify_bitmap()/update_bitmap() [6.1]), so wherever
+  bitmap_len is not a multiple of 8 uninitialised kernel memory lands after the bitmap: V3
+  files of 8194 sectors (observed: `54 4e 94` after bitmap byte 1024 in one run, zeros in
+  others), and V1/V2 files with the rounding bug, whose trailing sectors' bits lie past the
+  bitmap's end (observed: `06 00..` in one run, `46 fb 8d 60` in the next).
 """
 from __future__ import annotations
 
@@ -106,15 +108,19 @@ def _mask_bitmap_spill(image: FileImage, header) -> None:
         geo = header.geometry()
     except (UbdError, ZeroDivisionError):
         return
-    if not geo.rounding_bug:
-        return
+    word = 8                                             # sizeof(unsigned long) [6.1 x86-64]
+    words = -(-geo.bitmap_len // word)
+    last = (geo.sectors - 1) // (8 * word) if geo.sectors else 0
+    # cowify_bitmap(): words [w, w+1], or [w-1, w] when w is the bitmap's last word
+    reach = geo.bitmap_offset + word * (last + 2 if last >= words else words)
     spill = geo.bitmap_offset + geo.bitmap_len          # first byte past the bitmap
-    if spill >= min(geo.data_offset, image.size):
+    end = min(reach, geo.data_offset, image.size)
+    if spill >= end:
         return
     content = image.content()
-    real_bits = geo.sectors - geo.bitmap_len * 8          # 1..7 sectors live in this byte
+    real_bits = max(0, min(8, geo.sectors - geo.bitmap_len * 8))   # rounding bug: 1..7
     keep = content[spill] & ((1 << real_bits) - 1)
-    _overwrite(image, spill, bytes([keep]) + bytes(min(geo.data_offset, image.size) - spill - 1))
+    _overwrite(image, spill, bytes([keep]) + bytes(end - spill - 1))
 
 
 def _overwrite(image: FileImage, offset: int, data: bytes) -> None:

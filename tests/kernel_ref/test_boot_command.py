@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -105,4 +104,3 @@ def test_help_shows_how_to_compare_with_ubdsim_run(tmp_path):
     assert done.returncode == 0
     assert "ubdsim run --kernel 6.1 ubd0=disk.cow,base.img -- dd" in done.stdout
     assert "UBDSIM_XSTATE_FIX=auto|on|off" in done.stdout
-    assert shutil.which("linux.uml")
