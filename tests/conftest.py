@@ -1,4 +1,4 @@
-"""Suite-wide hooks: the oracle's state in the report header, and one-line oracle failures.
+"""Suite-wide hooks: the oracle's state in one line at the start, and one-line oracle failures.
 
 Every test that needs the real kernel boots it through kernel_ref.launcher, which raises
 KernelUnavailable when linux.uml cannot run on this host. Such a test fails (it never skips:
@@ -11,11 +11,16 @@ import pytest
 from kernel_ref import launcher
 
 
-def pytest_report_header(config) -> str:
+def pytest_sessionstart(session) -> None:
+    """One line on whether linux.uml runs here and whether the XSAVE fix is applied, shown
+    at every verbosity (the report header is not shown under -q)."""
     try:
-        return f"linux.uml: {launcher.require_kernel().describe()}"
+        line = f"linux.uml: {launcher.require_kernel().describe()}"
     except launcher.KernelUnavailable as err:
-        return f"linux.uml: CANNOT RUN, every oracle test will fail: {err}"
+        line = f"linux.uml: CANNOT RUN, every oracle test will fail: {err}"
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(line)
 
 
 @pytest.hookimpl(hookwrapper=True)
