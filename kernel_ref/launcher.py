@@ -4,7 +4,8 @@ Oracle tests, kernel_ref's backend, the benchmarks and `python -m kernel_ref boo
 through start() or boot(), so every boot is set up the same way (ubd-behaviour.md section 0):
 - the host's / is the guest's root (hostfs); a generated init runs the guest command in the
   caller's directory with its stdout and stderr in files, prints the command's status on the
-  console, syncs and powers off through sysrq;
+  console, syncs and powers off through sysrq, and waits for the power-off (an init that
+  exits makes the kernel panic and abort instead of exiting: slow hosts take seconds);
 - init, the output files and the mconsole socket (uml_dir=) live in a private directory that
   is removed afterwards;
 - the XSAVE fix is preloaded where the host needs it (xstate.py);
@@ -55,8 +56,7 @@ mount -t proc proc /proc 2>/dev/null
 cd {cwd} && {command} >{out} 2>{err}
 echo "{exit_mark}$?"
 sync
-echo o > /proc/sysrq-trigger
-sleep 10
+echo o > /proc/sysrq-trigger && while :; do sleep 1; done
 """
 
 
