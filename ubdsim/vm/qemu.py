@@ -102,7 +102,7 @@ def run_guest(command: list[str], timeout: float, console: Callable[[bytes], Non
         raise GuestFailed("terminated (SIGTERM); guest stopped", 128 + signal.SIGTERM) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
-        _stop(process)
+        stop_qemu(process)
     return _guest_status(bytes(output), returncode)
 
 
@@ -110,7 +110,7 @@ def _raise_terminated(signum: int, frame: object) -> None:
     raise _Terminated()
 
 
-def _stop(process: subprocess.Popen) -> None:
+def stop_qemu(process: subprocess.Popen) -> None:
     """Kill qemu (its whole session) if it still runs, and reap it."""
     if process.poll() is None:
         for signum, grace in ((signal.SIGTERM, 2.0), (signal.SIGKILL, 10.0)):
