@@ -24,6 +24,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from ubdsim.harness.transport import ptrace
+
 from .errors import KernelUnavailable
 
 # arch/x86/um/user-offsets.c [6.1 Debian]: DEFINE_LONGS(HOST_FP_SIZE, 2696), the AVX-512
@@ -34,9 +36,6 @@ FIX_LIBRARY = Path(__file__).resolve().parents[1] / "build" / "uml_xstate_fix.so
 MODE_VARIABLE = "UBDSIM_XSTATE_FIX"
 MODES = ("auto", "on", "off")
 
-_PTRACE_TRACEME = 0
-_PTRACE_GETREGSET = 0x4204
-_NT_X86_XSTATE = 0x202
 _PROBE_BYTES = 64 * 1024      # larger than any XSAVE area
 
 
@@ -72,31 +71,16 @@ class XstateFix:
         return {"LD_PRELOAD": f"{FIX_LIBRARY}:{preload}" if preload else str(FIX_LIBRARY)}
 
 
-class _Iovec(ctypes.Structure):
-    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
-
-
-def _libc_ptrace():
-    libc = ctypes.CDLL(None, use_errno=True)
-    call = libc.ptrace
-    call.restype = ctypes.c_long
-    call.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
-    return call
-
-
 def measure_host_xstate() -> int:
     """The host's XSTATE regset size in bytes, from a stopped traced child.
 
     Raises KernelUnavailable when this process may not ptrace (linux.uml could not either)."""
-    ptrace = _libc_ptrace()
-    buffer = ctypes.create_string_buffer(_PROBE_BYTES)
-    iov = _Iovec(ctypes.cast(buffer, ctypes.c_void_p), _PROBE_BYTES)
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:                                      # the child: be traced, then stop
         try:
             os.close(read_end)
-            if ptrace(_PTRACE_TRACEME, 0, None, None) != 0:
+            if ptrace.traceme() != 0:
                 os.write(write_end, str(ctypes.get_errno()).encode())
                 os._exit(1)
             os.close(write_end)
@@ -108,20 +92,19 @@ def measure_host_xstate() -> int:
         with os.fdopen(read_end, "rb") as pipe:
             failure = pipe.read()
         if failure:
-            code = int(failure)
             raise KernelUnavailable("cannot ptrace on this host (PTRACE_TRACEME: "
-                                    f"{os.strerror(code)}), and linux.uml runs every guest "
-                                    "process under ptrace")
+                                    f"{os.strerror(int(failure))}), and linux.uml runs every "
+                                    "guest process under ptrace")
         _, status = os.waitpid(pid, 0)
         if not os.WIFSTOPPED(status):
             raise KernelUnavailable(f"cannot ptrace on this host (traced child ended: {status:#x})")
-        if ptrace(_PTRACE_GETREGSET, pid, _NT_X86_XSTATE, ctypes.byref(iov)) != 0:
-            code = ctypes.get_errno()
-            if code in (errno.EIO, errno.EINVAL, errno.ENODEV):
+        try:
+            return len(ptrace.get_regset(pid, ptrace.NT_X86_XSTATE, _PROBE_BYTES))
+        except OSError as err:
+            if err.errno in (errno.EIO, errno.EINVAL, errno.ENODEV):
                 return 0              # no XSAVE at all: linux.uml falls back to GETFPREGS
             raise KernelUnavailable(f"cannot ptrace on this host (PTRACE_GETREGSET: "
-                                    f"{os.strerror(code)})")
-        return iov.len
+                                    f"{err.strerror})") from None
     finally:
         try:
             os.kill(pid, signal.SIGKILL)

@@ -23,6 +23,9 @@ PTRACE_SETREGS = 13
 PTRACE_SYSCALL = 24
 PTRACE_SETOPTIONS = 0x4200
 PTRACE_GETEVENTMSG = 0x4201
+PTRACE_GETREGSET = 0x4204
+
+NT_X86_XSTATE = 0x202       # include/uapi/linux/elf.h: the XSAVE area, for kernel_ref/xstate.py
 
 PTRACE_O_TRACESYSGOOD = 0x01
 PTRACE_O_TRACEFORK = 0x02
@@ -61,6 +64,10 @@ class Regs(ctypes.Structure):
         new = Regs()
         ctypes.pointer(new)[0] = self
         return new
+
+
+class _Iovec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
 
 
 def _check(result: int) -> int:
@@ -103,3 +110,12 @@ def event_msg(tid: int) -> int:
     value = ctypes.c_ulong()
     _check(_ptrace(PTRACE_GETEVENTMSG, tid, None, ctypes.addressof(value)))
     return value.value
+
+
+def get_regset(tid: int, note: int, size: int) -> bytes:
+    """PTRACE_GETREGSET of regset `note` into `size` bytes: the bytes the kernel filled, so a
+    larger buffer tells the regset's own size."""
+    buffer = ctypes.create_string_buffer(size)
+    iov = _Iovec(ctypes.addressof(buffer), size)
+    _check(_ptrace(PTRACE_GETREGSET, tid, note, ctypes.addressof(iov)))
+    return buffer.raw[:iov.len]
