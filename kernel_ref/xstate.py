@@ -51,7 +51,7 @@ class XstateFix:
         return self.host_bytes > LINUX_UML_XSTATE_BYTES
 
     def describe(self) -> str:
-        """One line for logs and the test report header."""
+        """One line for logs, `kernel_ref boot` and the first line of a test run."""
         sizes = (f"the host's XSAVE area is {self.host_bytes} bytes, linux.uml's buffer "
                  f"{LINUX_UML_XSTATE_BYTES}")
         if self.applied and self.needed:
