@@ -33,7 +33,7 @@ from typing import Sequence
 
 from .errors import KernelUnavailable
 from .host import give_to, run_as_prefix
-from .xstate import MODE_VARIABLE, XstateFix, decide
+from .xstate import XstateFix, chosen_mode, decide
 
 BINARY = "linux.uml"
 DEFAULT_MEM = "64M"
@@ -130,7 +130,7 @@ def require_kernel(mode: str | None = None) -> XstateFix:
     can run here: installed, ptrace allowed, the fix built where it is needed. Raises
     KernelUnavailable."""
     binary = shutil.which(BINARY)
-    key = (mode or os.environ.get(MODE_VARIABLE, "") or "auto", binary)
+    key = (chosen_mode(mode), binary)
     with _preflight_lock:
         if key not in _preflight:
             try:

@@ -126,9 +126,14 @@ def host_xstate_bytes() -> int:
         return _host_bytes
 
 
+def chosen_mode(mode: str | None = None) -> str:
+    """`mode`, else $UBDSIM_XSTATE_FIX, else auto."""
+    return mode or os.environ.get(MODE_VARIABLE, "") or "auto"
+
+
 def decide(mode: str | None = None) -> XstateFix:
-    """The fix for this host under `mode` (default: $UBDSIM_XSTATE_FIX, else auto)."""
-    mode = mode if mode is not None else os.environ.get(MODE_VARIABLE, "auto") or "auto"
+    """The fix for this host under chosen_mode(mode)."""
+    mode = chosen_mode(mode)
     if mode not in MODES:
         raise KernelUnavailable(f"{MODE_VARIABLE} must be one of {', '.join(MODES)}, "
                                 f"not {mode!r}")
