@@ -42,11 +42,11 @@ GROUP_EXIT_SECONDS = 10.0     # how long killed helper processes may take to go
 INIT_MARK = "KERNEL-REF-INIT"
 EXIT_MARK = "KERNEL-REF-EXIT="
 _EXIT_LINE = re.compile(rf"^{EXIT_MARK}(\d+)\r?$", re.M)
-# Lines that say why a kernel died, most telling first (arch/um/os-Linux/skas/process.c
-# userspace() errors, panics, start-up checks in arch/um/os-Linux/start_up.c).
-_DEATH_PATTERNS = [re.compile(p) for p in (
-    r"failed, errno = |errno = \d+", r"check_ptrace|check_sysemu", r"Kernel panic",
-    r"(?i)\b(fatal|failed|error|abort)")]
+# Lines that say why a kernel died when it did not panic, most telling first
+# (arch/um/os-Linux/skas/process.c userspace() errors, start_up.c's start-up checks).
+_FAILURE = re.compile(r"failed, errno = |errno = -?\d+")
+_DEATH_PATTERNS = [_FAILURE, re.compile(r"check_ptrace|check_sysemu"),
+                   re.compile(r"(?i)\b(fatal|failed|error|abort)")]
 
 _INIT = """#!/bin/sh
 # init of a linux.uml boot, written by kernel_ref/launcher.py
@@ -108,9 +108,16 @@ def _how(returncode: int | None) -> str:
 
 
 def death_line(console: str) -> str:
-    """The console line that best says why a kernel died: the first telling line after init
+    """The console line that best says why a kernel died. After a panic: the line before it
+    when that one names a failure (userspace()'s `... failed, errno = N`, which the panic
+    only follows), else the panic's own line. Without one: the first telling line after init
     was started (or anywhere, if it never was), else the last line printed."""
     lines = [line.strip() for line in console.replace("\r", "").splitlines() if line.strip()]
+    panic = next((i for i, line in enumerate(lines) if line.startswith("Kernel panic")), None)
+    if panic is not None:
+        if panic > 0 and _FAILURE.search(lines[panic - 1]):
+            return lines[panic - 1]
+        return lines[panic]
     started = max((i for i, line in enumerate(lines) if line.startswith("Run /")), default=-1)
     for pattern in _DEATH_PATTERNS:
         for candidates in (lines[started + 1:], lines):
