@@ -81,3 +81,7 @@ class DeviceIOError(UbdError):
 
 class UsageError(UbdError):
     """ubdsim's own command-line misuse (not a kernel behaviour)."""
+
+
+class RefusedFile(UbdError):
+    """ubdsim's own guard: a file a tool will not read or write (wrong kind, an input, a link)."""

@@ -15,6 +15,8 @@ import importlib.util
 import sys
 
 from ..errors import UbdError
+from ..fileio import shown
+from .signals import Terminated, signal_name, stop_signals_interrupt
 from .status import EXIT_CODES_HELP, ERROR, INTERRUPTED, OK, USAGE
 
 # name -> (module, one-line summary). Order is the order `ubdsim --help` lists them in.
@@ -72,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     parser, module = build_parser(name)
     args = parser.parse_args(rest)
     try:
-        return int(module.run(args))
+        with stop_signals_interrupt():
+            return int(module.run(args))
     except BrokenPipeError:
         # `ubdsim info x | head`: the reader left; that is not an error of ours (exit as
         # a shell would, without a traceback from flushing stdout at exit).
@@ -83,9 +86,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ubdsim {name}: error: {err}", file=sys.stderr)
         return getattr(err, "exit_code", ERROR)
     except OSError as err:
-        where = f": {err.filename}" if err.filename else ""
+        where = f": {shown(err.filename)}" if err.filename else ""
         print(f"ubdsim {name}: error: {err.strerror or err}{where}", file=sys.stderr)
         return ERROR
+    except Terminated as stopped:
+        print(f"ubdsim {name}: stopped by {signal_name(stopped.signum)}", file=sys.stderr)
+        return 128 + stopped.signum
     except KeyboardInterrupt:
         print(f"ubdsim {name}: interrupted", file=sys.stderr)
         return INTERRUPTED

@@ -14,4 +14,5 @@ EXIT_CODES_HELP = """exit codes:
   0    success
   1    refused or failed (bad or mismatched file, locked file, I/O error); one line on stderr
   2    usage error in ubdsim's own arguments
-  130  interrupted (SIGINT); no half-written output is left behind"""
+  130  interrupted (SIGINT); no half-written output is left behind
+  143  stopped by SIGTERM (129: SIGHUP), cleaned up as for SIGINT"""
