@@ -6,6 +6,7 @@ signals "ready" through hostfs, and waits for "done" while the host runs the too
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -27,6 +28,7 @@ def test_running_linux_uml_locks_are_respected(tmp_path, monkeypatch):
     random_file("backing", 1 << 20, seed=1)
     assert run(["uml_mkcow", "cow", "backing"]).returncode == 0
     assert run(["uml_mkcow", "cow2", "backing"]).returncode == 0   # a second COW, same backing
+    cow_before = hashlib.sha256(open("cow", "rb").read()).hexdigest()
     with launcher.start(["ubd0=cow,backing"], script=GUEST.format(d=tmp_path), cwd=tmp_path,
                         timeout=90) as kernel:
         try:
@@ -42,6 +44,9 @@ def test_running_linux_uml_locks_are_respected(tmp_path, monkeypatch):
                 "in_place": run([UBDSIM, "moo", "-d", "cow"]),
                 "other_cow_new": run([UBDSIM, "moo", "cow2", "other.img"]),
                 "other_cow_in_place": run([UBDSIM, "moo", "-d", "cow2"]),
+                "mkcow_force": run([UBDSIM, "mkcow", "-f", "cow", "backing"]),
+                "cow_sha": hashlib.sha256(open("cow", "rb").read()).hexdigest(),
+                "cow_ino": os.stat("cow").st_ino,
             }
         finally:
             open("done", "w").close()
@@ -57,6 +62,13 @@ def test_running_linux_uml_locks_are_respected(tmp_path, monkeypatch):
     r = results["other_cow_in_place"]
     assert r.returncode == 1 and f"is locked by process {kernel.pid}" in r.stderr and "backing" in r.stderr
     assert not os.path.exists("new.img")
+    # mkcow -f would have renamed a new file over the one the guest writes (an unlinked inode:
+    # everything the guest wrote after that is lost): refused, the guest's file untouched
+    r = results["mkcow_force"]
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr == (f"ubdsim mkcow: error: 'cow' is locked by process {kernel.pid} "
+                        "(a running UML kernel?): refusing to replace it\n")
+    assert results["cow_ino"] == os.stat("cow").st_ino and results["cow_sha"] == cow_before
 
 
 HOLDER = """

@@ -17,19 +17,31 @@ when the backing file is missing).
 file without truncating it, so the old bitmap and data survive under the new header: sectors
 the old COW file had marked silently show old data over the new backing file. ubdsim -f
 writes a complete new file and renames it over the old one (a new inode; nothing old
-survives). A symlink is followed, like uml_mkcow does; anything but a regular file is refused.
+survives). A symlink is followed, like uml_mkcow does. -f refuses, with one line and exit 1:
+  - COW when it is BACKING itself (also through a symlink or a hard link);
+  - a file another process holds fcntl-locked (a running 6.1 guest), naming that process;
+  - a file that is not a COW file (no COW magic), such as the shared image in the reversed
+    order `mkcow -f BACKING COW`, unless --replace-non-cow says you mean it (empty files
+    are replaced: a failed uml_mkcow leaves one);
+  - anything but a regular file.
+BACKING must be a regular file or a block device (a directory, FIFO or character device
+such as /dev/zero is refused: `moo` could never merge it).
 """
 from __future__ import annotations
 
 import argparse
 
-from ..cow.create import create_cow
+from ..ops.mkcow import make_cow
+from .render import to_json
 from .status import OK
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-f", "--force", action="store_true",
                         help="replace an existing COW file completely (see above)")
+    parser.add_argument("--replace-non-cow", action="store_true",
+                        help="with -f: also replace a file that is not a COW file (destroys it)")
+    parser.add_argument("--json", action="store_true", help="print what was written as JSON")
     parser.add_argument("--cow-version", type=int, choices=(1, 2, 3), default=3,
                         help="header version to write (default 3, like uml_mkcow)")
     parser.add_argument("cow", metavar="COW", help="the COW file to create")
@@ -37,5 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    create_cow(args.cow, args.backing, version=args.cow_version, exclusive=not args.force)
+    result = make_cow(args.cow, args.backing, version=args.cow_version, force=args.force,
+                      replace_non_cow=args.replace_non_cow)
+    if args.json:
+        print(to_json(result))
     return OK

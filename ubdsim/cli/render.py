@@ -57,6 +57,8 @@ def info_text(report: InfoReport) -> str:
     b = report.backing
     if not b.present:
         lines.append(f"  present       no ({b.error})")
+    elif b.error:
+        lines.append(f"  present       yes, but unusable: {b.error}")
     else:
         lines += ["  present       yes",
                   f"  size match    {'yes' if b.size_match else 'NO'} (file {b.size}"

@@ -41,6 +41,7 @@ import sys
 from typing import TextIO
 
 from ..errors import UsageError
+from ..fileio import open_log
 from ..profiles import UnknownProfile, get_profile
 from .status import USAGE
 
@@ -60,7 +61,8 @@ def _add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kernel", default=None, metavar="P",
                         help="kernel profile: 2.4 (default), 2.4-stock or 6.1")
     parser.add_argument("--log", metavar="FILE", default=None,
-                        help="also write the kernel messages to FILE (unprefixed)")
+                        help="also write the kernel messages to FILE (unprefixed; appended, "
+                             "never truncated; never one of the units' files)")
     parser.add_argument("--pin", action=argparse.BooleanOptionalAction, default=True,
                         help="pin tracer and guest to one CPU (default: on)")
 
@@ -84,10 +86,16 @@ def split_words(rest: list[str], args: argparse.Namespace) -> tuple[list[str], l
 
 
 class KernelLog:
-    """The kernel's printk stream: stderr, plus --log FILE alone and unprefixed."""
+    """The kernel's printk stream: stderr, plus --log FILE alone and unprefixed.
 
-    def __init__(self, path: str | None) -> None:
-        self._file: TextIO | None = open(path, "w", encoding="utf-8") if path else None
+    FILE is appended to, never truncated, and never one of the units' files (`protected`).
+    """
+
+    def __init__(self, path: str | None, protected: dict[str, str]) -> None:
+        self._file: TextIO | None = None
+        if path:
+            self._file = open(open_log(path, protected), "w", encoding="utf-8",
+                              errors="surrogateescape")
 
     def __call__(self, line: str) -> None:
         for out in (sys.stderr, self._file):
@@ -112,11 +120,12 @@ def run(args: argparse.Namespace) -> int:
     from ..device.events import EventBus
     from ..device.disk import boot_disks
     from ..harness import HarnessRules, run_guest
+    from ..ops.unitfiles import unit_files
 
-    log = KernelLog(args.log)
+    parsed = parse_command_line(words, profile)
+    log = KernelLog(args.log, unit_files(parsed.units.values()))
     disks: dict = {}
     try:
-        parsed = parse_command_line(words, profile)
         for line in parsed.messages:
             log(line)
         bus = EventBus(lambda event: log(event.data["text"]), kinds={"message"})

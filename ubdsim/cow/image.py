@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import CowFormatError, UbdError
-from ..fileio import data_extents
+from ..fileio import data_extents, open_disk_file, shown
 from ..profiles.format_rules import FormatRules
 from . import bitmap as bm
 from .header import ALL_VERSIONS, CowHeader, read_header
@@ -94,12 +94,11 @@ class CowImage:
     def open(cls, path: str | bytes, *, writable: bool = False,
              rules: FormatRules = ALL_VERSIONS) -> "CowImage":
         """Open and parse `path`; raises CowFormatError subclasses for unusable files."""
-        shown = os.fsdecode(path)
-        fd = os.open(path, (os.O_RDWR if writable else os.O_RDONLY) | os.O_CLOEXEC)
+        fd = open_disk_file(path, os.O_RDWR if writable else os.O_RDONLY, "COW file")
         try:
-            header = _read_named(fd, shown, rules)
+            header = _read_named(fd, shown(path), rules)
             geometry = header_geometry(header)
-            return cls(shown, fd, header, geometry, writable)
+            return cls(os.fsdecode(path), fd, header, geometry, writable)
         except BaseException:
             os.close(fd)
             raise
@@ -276,9 +275,9 @@ def header_geometry(header: CowHeader) -> Geometry:
 
 def read_header_file(path: str | bytes, rules: FormatRules = ALL_VERSIONS) -> tuple[CowHeader, os.stat_result]:
     """Just the header of `path` (for `info`, which must survive files no geometry fits)."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    fd = open_disk_file(path, os.O_RDONLY, "COW file")
     try:
-        return _read_named(fd, os.fsdecode(path), rules), os.fstat(fd)
+        return _read_named(fd, shown(path), rules), os.fstat(fd)
     finally:
         os.close(fd)
 

@@ -17,6 +17,7 @@ from ..cow.image import CowImage, header_geometry, read_header_file
 from ..cow.layouts import V3_BROKEN
 from ..cow.sizes import Geometry
 from ..errors import CowFormatError
+from ..fileio import DISK_KINDS, is_disk_kind, kind_name, shown
 from ..messages import render
 
 
@@ -77,13 +78,26 @@ def _fields(header: CowHeader) -> list[HeaderField]:
             for name, start, end in header.layout.field_spans()]
 
 
-def backing_status(header: CowHeader, path: str) -> BackingStatus:
-    """Present / size match / mtime match, each on its own (uml_moo and the kernel stop at the first)."""
+def backing_status(header: CowHeader, path: str, cow_st: os.stat_result | None = None) -> BackingStatus:
+    """Present / size match / mtime match, each on its own (uml_moo and the kernel stop at the first).
+
+    A backing "file" that is a directory, FIFO or character device, or the COW file itself,
+    is present but unusable: its size and mtime are not compared (they mean nothing), and
+    `error` says why (`moo` refuses the same files).
+    """
     try:
         st = os.stat(path)
-        size = backing_size(os.fsencode(path)) if stat.S_ISBLK(st.st_mode) else st.st_size
     except OSError as err:
         return BackingStatus(path=path, present=False, error=err.strerror)
+    if cow_st is not None and os.path.samestat(st, cow_st):
+        return BackingStatus(path=path, present=True, error="the COW file itself (a loop)")
+    if not is_disk_kind(st.st_mode):
+        return BackingStatus(path=path, present=True,
+                             error=f"{kind_name(st.st_mode)}, not {DISK_KINDS}")
+    try:
+        size = backing_size(os.fsencode(path)) if stat.S_ISBLK(st.st_mode) else st.st_size
+    except OSError as err:
+        return BackingStatus(path=path, present=True, error=err.strerror)
     mtime = int(st.st_mtime)
     return BackingStatus(path=path, present=True, size=size, mtime=mtime,
                          size_match=size == header.size,
@@ -112,7 +126,12 @@ def inspect(path: str, backing: str | None = None) -> InfoReport:
     if geometry is not None:
         marked = _inspect_data(path, geometry, st, hazards)
     backing_path = backing if backing is not None else header.backing_path
-    status = backing_status(header, backing_path)
+    status = backing_status(header, backing_path, st)
+    if status.error and status.present:
+        hazards.append(Hazard("backing_unusable", (
+            f"the backing file '{shown(backing_path)}' is {status.error}: no disk can be read "
+            "from it (a kernel would read the unmarked sectors from whatever it opens), and moo "
+            "refuses to merge it")))
     if geometry is not None and status.size is not None and status.size < header.size:
         with CowImage.open(path) as image:
             if image.grown_over(status.size):

@@ -42,3 +42,22 @@ def lock_file(fd: int, path: str, exclusive: bool) -> None:
         who = f"process {pid}" if pid else "another process"
         raise LockedError(f"'{path}' is locked by {who} (a running UML kernel?): "
                           "refusing to touch it", errno=err.errno, args=(pid,)) from None
+
+
+def refuse_if_locked(path: str | bytes, shown_path: str) -> None:
+    """Refuse a file another process holds any fcntl lock on (before replacing it).
+
+    A running 6.1 guest holds its COW file F_WRLCK; replacing that file by rename leaves the
+    guest writing into the unlinked old inode, and everything it writes is lost.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    try:
+        pid = holder_pid(fd, exclusive=True)
+    finally:
+        os.close(fd)
+    if pid is not None:
+        raise LockedError(f"'{shown_path}' is locked by process {pid} (a running UML kernel?): "
+                          "refusing to replace it", errno=_errno.EAGAIN, args=(pid,))

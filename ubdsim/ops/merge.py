@@ -26,15 +26,18 @@ import json
 import os
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from ..cow.create import backing_size
-from ..fileio import fsync_directory, new_file_beside, pwrite_all
+from ..fileio import (create_private, fsync_directory, new_file_beside, open_disk_file,
+                      open_own_regular, pwrite_all, refuse_non_disk, shown)
 from ..cow.image import CHUNK_BYTES, CowImage, data_extents, merge_intervals, read_fully
-from ..errors import BackingError, BackingMissing, MtimeMismatch, SizeMismatch, UbdError
+from ..errors import (BackingError, BackingMissing, DeviceIOError, MtimeMismatch, RefusedFile,
+                      SizeMismatch, UbdError)
 from .locks import lock_file
 
 ZERO_BLOCK = 4096                # granularity of holes left in the new file
@@ -74,27 +77,32 @@ def check_backing(image: CowImage, backing: str, *, resume_ok: bool = False) -> 
 
     Texts follow uml_moo's `Size mismatch (%ld vs %ld) of COW header vs backing file "%s"`
     (header value first). `resume_ok` accepts an mtime mismatch (a journaled in-place merge).
+    A COW file that names itself as its backing file is refused: `-d` would write its data
+    over its own header and bitmap.
     """
     try:
         st = os.stat(backing)
     except FileNotFoundError:
-        raise BackingMissing(f'backing file "{backing}" does not exist') from None
+        raise BackingMissing(f'backing file "{shown(backing)}" does not exist') from None
     except OSError as err:
-        raise BackingError(f'cannot stat backing file "{backing}": {err.strerror}',
+        raise BackingError(f'cannot stat backing file "{shown(backing)}": {err.strerror}',
                            errno=err.errno) from None
-    if not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)):
-        raise BackingError(f'backing file "{backing}" is not a regular file or block device')
+    if os.path.samestat(st, os.fstat(image.fd)):
+        raise RefusedFile(f"'{shown(image.path)}' names itself as its backing file "
+                          f'("{shown(backing)}"): a loop, nothing to merge it with',
+                          errno=_errno.ELOOP)
+    refuse_non_disk(st, backing, "backing file")
     header = image.header
     actual = backing_size(os.fsencode(backing))
     # [resize] a COW file grown by the 2.4 patch is a larger disk over this backing file:
     # merge it (into the grown image) as profile 2.4 would open it. uml_moo and 6.1 refuse it.
     if actual != header.size and not image.grown_over(actual):
         raise SizeMismatch(f'Size mismatch ({header.size} vs {actual}) of COW header vs backing '
-                           f'file "{backing}"', args=(header.size, actual))
+                           f'file "{shown(backing)}"', args=(header.size, actual))
     mtime = int(st.st_mtime)
     if (mtime & 0xFFFFFFFF) != header.mtime and not resume_ok:
         raise MtimeMismatch(f'mtime mismatch ({header.mtime} vs {mtime}) of COW header vs backing '
-                            f'file "{backing}"', args=(header.mtime, mtime))
+                            f'file "{shown(backing)}"', args=(header.mtime, mtime))
     return actual
 
 
@@ -135,16 +143,17 @@ def merge_new(cow: str, output: str, *, backing: str | None = None, force: bool 
     """Write the merged image to the new file `output` (uml_moo COW NEWFILE)."""
     started = time.monotonic()
     with CowImage.open(cow) as image:
-        lock_file(image.fd, cow, exclusive=False)
+        lock_file(image.fd, shown(cow), exclusive=False)
         backing_path = backing if backing is not None else image.header.backing_path
         backing_bytes = check_backing(image, backing_path)
-        bfd = os.open(backing_path, os.O_RDONLY | os.O_CLOEXEC)
+        bfd = open_disk_file(backing_path, os.O_RDONLY, "backing file")
         try:
-            lock_file(bfd, backing_path, exclusive=False)
+            lock_file(bfd, shown(backing_path), exclusive=False)
             _refuse_output(output, force, (cow, backing_path))
             size = image.geometry.size
             written = 0
-            with new_file_beside(os.path.abspath(output), exclusive=False) as ofd:
+            with _named_write_errors(output), \
+                    new_file_beside(output, exclusive=False) as ofd:
                 buf = memoryview(bytearray(chunk_bytes))
                 extents = merge_intervals(data_extents(bfd, 0, size), _marked_byte_ranges(image))
                 for lo, hi in extents:
@@ -173,14 +182,14 @@ def merge_in_place(cow: str, *, backing: str | None = None, chunk_bytes: int = C
     """
     started = time.monotonic()
     with CowImage.open(cow) as image:
-        lock_file(image.fd, cow, exclusive=False)
+        lock_file(image.fd, shown(cow), exclusive=False)
         backing_path = backing if backing is not None else image.header.backing_path
         journal = journal_path(cow)
         resumed = _journal_matches(journal, image, backing_path)
         backing_bytes = check_backing(image, backing_path, resume_ok=resumed)
-        bfd = os.open(backing_path, os.O_RDWR | os.O_CLOEXEC)
+        bfd = open_disk_file(backing_path, os.O_RDWR, "backing file")
         try:
-            lock_file(bfd, backing_path, exclusive=True)
+            lock_file(bfd, shown(backing_path), exclusive=True)
             if not resumed:
                 _write_journal(journal, image, bfd, backing_path)
             size, ss = image.geometry.size, image.geometry.sectorsize
@@ -188,24 +197,29 @@ def merge_in_place(cow: str, *, backing: str | None = None, chunk_bytes: int = C
             buf = memoryview(bytearray(chunk_bytes))
             other = memoryview(bytearray(chunk_bytes))
             written = done = 0
-            for lo, hi in _marked_byte_ranges(image):
-                for offset in range(lo, hi, chunk_bytes):
-                    n = min(chunk_bytes, hi - offset)
-                    read_fully(image.fd, n, image.geometry.data_offset + offset, buf[:n])
-                    # uml_moo: a zero sector in the COW file need not be written over a zero
-                    # sector of the backing file (keeps holes in a sparse backing file).
-                    if not np.frombuffer(buf[:n], dtype=np.uint8).any():
-                        read_fully(bfd, n, offset, other[:n])
-                        if not np.frombuffer(other[:n], dtype=np.uint8).any():
-                            done += n
-                            continue
-                    written += pwrite_all(bfd, buf[:n], offset)
-                    done += n
-                    if progress:
-                        progress(done, total)
-            if os.fstat(bfd).st_size < size and stat.S_ISREG(os.fstat(bfd).st_mode):
-                os.ftruncate(bfd, size)     # [resize] a grown COW file grows its backing file
-            os.fsync(bfd)
+            try:
+                for lo, hi in _marked_byte_ranges(image):
+                    for offset in range(lo, hi, chunk_bytes):
+                        n = min(chunk_bytes, hi - offset)
+                        read_fully(image.fd, n, image.geometry.data_offset + offset, buf[:n])
+                        # uml_moo: a zero sector in the COW file need not be written over a zero
+                        # sector of the backing file (keeps holes in a sparse backing file).
+                        if not np.frombuffer(buf[:n], dtype=np.uint8).any():
+                            read_fully(bfd, n, offset, other[:n])
+                            if not np.frombuffer(other[:n], dtype=np.uint8).any():
+                                done += n
+                                continue
+                        written += pwrite_all(bfd, buf[:n], offset)
+                        done += n
+                        if progress:
+                            progress(done, total)
+                if os.fstat(bfd).st_size < size and stat.S_ISREG(os.fstat(bfd).st_mode):
+                    os.ftruncate(bfd, size)     # [resize] a grown COW file grows its backing file
+                os.fsync(bfd)
+            except OSError as err:
+                if err.errno not in WRITE_FAILURES:
+                    raise
+                raise _partly_merged(cow, backing_path, done, total, err) from None
         finally:
             os.close(bfd)
         if os.path.exists(journal):
@@ -217,6 +231,30 @@ def merge_in_place(cow: str, *, backing: str | None = None, chunk_bytes: int = C
                            sectors=image.sectors,
                            sectors_from_cow=marked, sectors_from_backing=image.sectors - marked,
                            bytes_written=written, seconds=round(time.monotonic() - started, 6))
+
+
+WRITE_FAILURES = (_errno.ENOSPC, _errno.EDQUOT, _errno.EFBIG, _errno.EIO)
+
+
+def _partly_merged(cow: str, backing: str, done: int, total: int, err: OSError) -> DeviceIOError:
+    """The line for an in-place merge that stopped half way: what state the backing is in,
+    and that a re-run resumes (the journal stays, so the changed mtime is accepted)."""
+    return DeviceIOError(
+        f"writing the backing file '{shown(backing)}' failed after {done} of {total} bytes: "
+        f"{err.strerror}. It is now PARTLY merged; the journal keeps the merge resumable: "
+        f"make room and run 'ubdsim moo -d {shown(cow)}' again to finish it",
+        errno=err.errno)
+
+
+@contextmanager
+def _named_write_errors(output: str) -> Iterator[None]:
+    """A full disk while writing NEWFILE names NEWFILE (not our temporary name, not nothing)."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno in WRITE_FAILURES and err.filename is None:
+            raise OSError(err.errno, err.strerror, output) from None
+        raise
 
 
 def _refuse_output(output: str, force: bool, inputs: tuple[str, ...]) -> None:
@@ -244,19 +282,31 @@ def _journal_record(image: CowImage, st: os.stat_result, backing: str) -> dict:
 
 
 def _journal_matches(journal: str, image: CowImage, backing: str) -> bool:
-    """True when a crashed in-place merge of this COW file into this backing file left a journal."""
+    """True when a crashed in-place merge of this COW file into this backing file left a journal.
+
+    A journal that is a symlink, not a regular file, or not ours is refused (RefusedFile):
+    someone may have planted it to make the merge write elsewhere.
+    """
+    fd = open_own_regular(journal, "merge journal")
+    if fd is None:
+        return False
     try:
-        with open(journal, encoding="utf-8") as f:
-            record = json.load(f)
+        record = json.loads(os.read(fd, 1 << 16))
         st = os.stat(backing)
     except (OSError, ValueError):
         return False
+    finally:
+        os.close(fd)
     return record == _journal_record(image, st, backing)
 
 
 def _write_journal(journal: str, image: CowImage, bfd: int, backing: str) -> None:
+    """Write the journal as a new private file (O_EXCL|O_NOFOLLOW: never through a link);
+    an old journal of ours for another merge is replaced."""
     record = _journal_record(image, os.fstat(bfd), backing)
-    fd = os.open(journal, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    if os.path.lexists(journal):
+        os.unlink(journal)       # checked by _journal_matches(): ours, regular, not a link
+    fd = create_private(journal, 0o644)
     try:
         os.write(fd, json.dumps(record).encode())
         os.fsync(fd)
