@@ -323,6 +323,8 @@ def test_names_are_shown_as_ls_b_shows_them(tmp):
     r = subprocess.run([os.fsencode(UBDSIM), b"moo", name, b"no dir/out.img"], capture_output=True,
                        timeout=WAIT)
     assert r.stderr == b"ubdsim moo: error: No such file or directory: no\\ dir/out.img\n"
+    r = subprocess.run([os.fsencode(UBDSIM), b"info", name], capture_output=True, timeout=WAIT)
+    assert r.stdout.startswith(b"c\\376\\ d.cow: COW file version 3")
     os.unlink("b.img")
     listed = subprocess.run(["ls", "-b"], capture_output=True, text=True, check=True).stdout.splitlines()
     assert listed == ["c\\376\\ d.cow"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import time
 
+from ..fileio import shown
 from ..ops.inspect import InfoReport
 from ..ops.merge import MergeResult
 
@@ -30,14 +31,14 @@ def _utc(ts: int) -> str:
 
 
 def info_text(report: InfoReport) -> str:
-    lines = [f"{report.path}: COW file version {report.version} ({report.layout} layout)", "",
+    lines = [f"{shown(report.path)}: COW file version {report.version} ({report.layout} layout)", "",
              "header fields:"]
     for f in report.fields:
         value = f"0x{f.value:08x}" if f.name == "magic" else f.value
         if f.name == "mtime":
             value = f"{f.value} ({_utc(f.value)})"
         elif f.name == "backing_file":
-            value = f'"{f.value}"'
+            value = f'"{shown(f.value)}"'
         lines.append(f"  {f.name:<13} @{f.offset:<5} [{f.length:>4} B]  {value}")
     for note in report.kernel_notes:
         lines.append(f"  kernel says: {note}")
@@ -53,7 +54,7 @@ def info_text(report: InfoReport) -> str:
                   f"  full length   {report.expected_length} bytes"]
     lines += [f"  on disk       {report.apparent_bytes} bytes apparent, {report.allocated_bytes} "
               f"allocated ({human_bytes(report.apparent_bytes)} vs {human_bytes(report.allocated_bytes)})",
-              "", "backing file:", f'  path          "{report.backing.path}"']
+              "", "backing file:", f'  path          "{shown(report.backing.path)}"']
     b = report.backing
     if not b.present:
         lines.append(f"  present       no ({b.error})")
@@ -70,11 +71,12 @@ def info_text(report: InfoReport) -> str:
 
 
 def merge_text(result: MergeResult) -> str:
-    where = f"into the backing file {result.output}" if result.in_place else f"into {result.output}"
+    where = (f"into the backing file {shown(result.output)}" if result.in_place
+             else f"into {shown(result.output)}")
     resumed = " (resumed an interrupted merge)" if result.resumed else ""
     if result.size > result.backing_size:
         resumed += (f" (COW file grown by the 2.4 resize patch: {result.backing_size} -> "
                     f"{result.size} bytes)")
-    return (f"merged {result.cow} {where}{resumed}: {result.sectors_from_cow} sectors from the COW "
-            f"file, {result.sectors_from_backing} from {result.backing}; "
+    return (f"merged {shown(result.cow)} {where}{resumed}: {result.sectors_from_cow} sectors from the COW "
+            f"file, {result.sectors_from_backing} from {shown(result.backing)}; "
             f"{result.bytes_written} bytes written in {result.seconds:.2f} s")

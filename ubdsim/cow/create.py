@@ -21,7 +21,7 @@ import stat
 from enum import Enum
 
 from ..errors import BackingError, BackingMissing, UbdError
-from ..fileio import new_file_beside, pwrite_all
+from ..fileio import new_file_beside, pwrite_all, shown
 from .header import CowHeader, new_header, pack_header
 from .layouts import PATH_LEN_V1, PATH_LEN_V3
 from .paths import absolutize
@@ -59,19 +59,19 @@ def header_for_backing(backing: str | bytes, version: int = 3, alignment: int = 
     path = os.fsencode(backing)
     field = PATH_LEN_V1 if version == 1 else PATH_LEN_V3
     absolute = absolutize(path, field)
-    shown = os.fsdecode(absolute)
+    named = os.fsdecode(absolute)        # the kernel's message argument: the raw bytes
     # write_cow_header(): os_file_modtime(), then cow_file_size(), both on the absolute path.
     try:
         mtime = int(os.stat(absolute).st_mtime)
     except OSError as err:
         kind = BackingMissing if err.errno == _errno.ENOENT else BackingError
-        raise kind(f"backing file '{shown}': {err.strerror}", errno=err.errno,
-                   msg_id="cow.mtime_failed", args=(shown, err.errno)) from None
+        raise kind(f"backing file '{shown(absolute)}': {err.strerror}", errno=err.errno,
+                   msg_id="cow.mtime_failed", args=(named, err.errno)) from None
     try:
         size = backing_size(absolute)
     except OSError as err:
-        raise BackingError(f"cannot get the size of backing file '{shown}': {err.strerror}",
-                           errno=err.errno, msg_id="cow.size_failed", args=(shown, err.errno)) from None
+        raise BackingError(f"cannot get the size of backing file '{shown(absolute)}': {err.strerror}",
+                           errno=err.errno, msg_id="cow.size_failed", args=(named, err.errno)) from None
     return new_header(version, absolute, mtime, size, sectorsize=sectorsize, alignment=alignment)
 
 
@@ -114,7 +114,7 @@ def create_cow(path: str | bytes, backing: str | bytes, version: int = 3, alignm
     if not exclusive:
         target = _replaceable_target(target)
     elif os.path.lexists(target):
-        raise UbdError(f"'{os.fsdecode(target)}' already exists (use -f to replace it)",
+        raise UbdError(f"'{shown(target)}' already exists (use -f to replace it)",
                        errno=_errno.EEXIST)
     with new_file_beside(target, exclusive=exclusive) as fd:
         write_cow(fd, header, tail=tail, zero_bitmap=zero_bitmap)
@@ -128,7 +128,7 @@ def _replaceable_target(target: bytes) -> bytes:
         return target
     real = os.fsencode(os.path.realpath(target))
     if os.path.exists(real) and not stat.S_ISREG(os.stat(real).st_mode):
-        raise UbdError(f"'{os.fsdecode(target)}' exists and is not a regular file; not replacing it",
+        raise UbdError(f"'{shown(target)}' exists and is not a regular file; not replacing it",
                        errno=_errno.EINVAL)
     return real
 

@@ -16,6 +16,7 @@ import errno
 import os
 
 from ..errors import UbdError
+from ..fileio.names import shown
 
 SAVE_CWD_LEN = 256              # char save_cwd[256] in absolutize()
 
@@ -37,7 +38,7 @@ def absolutize(path: bytes, size: int) -> bytes:
     Raises UbdError carrying the kernel's message id and arguments when the kernel would fail.
     """
     if len(path) > size - 1:
-        raise UbdError(f'backing file name "{os.fsdecode(path)}" is too long (limit {size - 1})',
+        raise UbdError(f'backing file name "{shown(path)}" is too long (limit {size - 1})',
                        msg_id="cow.name_too_long", args=(os.fsdecode(path), size - 1))
     cwd = os.getcwdb()
     if len(cwd) + 1 > SAVE_CWD_LEN:
@@ -49,14 +50,14 @@ def absolutize(path: bytes, size: int) -> bytes:
         try:
             resolved = _physical_dir(directory)
         except OSError as err:
-            raise UbdError(f"cannot enter directory '{os.fsdecode(directory)}': {err.strerror}",
+            raise UbdError(f"cannot enter directory '{shown(directory)}': {err.strerror}",
                            errno=err.errno, msg_id="cow.absolutize_cd",
                            args=(os.fsdecode(directory), err.errno)) from None
         if len(resolved) + 1 > size or len(path) - slash + 1 > size - len(resolved):
-            raise UbdError(f"'{os.fsdecode(path)}' does not fit into {size} bytes",
+            raise UbdError(f"'{shown(path)}' does not fit into {size} bytes",
                            msg_id="cow.absolutize_fit", args=(os.fsdecode(path), size))
         return resolved + path[slash:]
     if len(cwd) + 1 + len(path) + 1 > size:
-        raise UbdError(f"'{os.fsdecode(path)}' does not fit into {size} bytes",
+        raise UbdError(f"'{shown(path)}' does not fit into {size} bytes",
                        msg_id="cow.absolutize_fit", args=(os.fsdecode(path), size))
     return cwd + b"/" + path

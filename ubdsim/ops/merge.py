@@ -266,14 +266,14 @@ def _refuse_output(output: str, force: bool, inputs: tuple[str, ...]) -> None:
     for path in inputs:
         try:
             if os.path.samestat(out_st, os.stat(path)):
-                raise UbdError(f"'{output}' is the same file as '{path}': refusing to replace an input",
+                raise UbdError(f"'{shown(output)}' is the same file as '{shown(path)}': refusing to replace an input",
                                errno=_errno.EINVAL)
         except FileNotFoundError:
             pass
     if not force:
-        raise UbdError(f"'{output}' already exists (use -f to replace it)", errno=_errno.EEXIST)
+        raise UbdError(f"'{shown(output)}' already exists (use -f to replace it)", errno=_errno.EEXIST)
     if not stat.S_ISREG(out_st.st_mode):
-        raise UbdError(f"'{output}' is not a regular file; not replacing it", errno=_errno.EINVAL)
+        raise UbdError(f"'{shown(output)}' is not a regular file; not replacing it", errno=_errno.EINVAL)
 
 
 def _journal_record(image: CowImage, st: os.stat_result, backing: str) -> dict:
