@@ -3,13 +3,23 @@
 The WORDs are a UML kernel command line: they are joined with spaces and cut into options the
 way the kernel cuts its command line, so `"ubd 0=x"` is two options (`ubd` and `0=x`), quotes
 work as in the kernel, and for 6.1 everything after a `--` word goes to init unparsed.
-(A first `--` right after ubdsim's own options only ends those options.)
+(A first `--` right after ubdsim's own options only ends those options.) A first WORD that
+starts with a space is ignored, as um_arch.c linux_main() ignores such an argv[1].
 
 Output: the lines the kernel's ubd driver prints because of these options, byte for byte and
 in the kernel's order (parse-time lines, then `ubd: Synchronous mode` from driver init), then
 a table of the configured units. Unit 0 is always there: with nothing else it is `root_fs`
 in the current directory, as in the kernel. A malformed option is not an error for ubdsim:
 the kernel only prints a line and boots on, so the exit status is still 0.
+
+Too long a command line is the one thing the kernel refuses: UML joins its argv words into a
+COMMAND_LINE_SIZE (4096-byte) buffer before the kernel starts (um_arch.c add_arg(), counting
+as `linux WORD...` would: the words, one space between each, then the `root=` and 6.1's
+`console=tty0` words it adds when none is given; `xterm=` words, and `umid=` words until one
+sets the umid, do not go in). When they do not fit, ubdsim prints what UML prints and
+nothing else, with or without --json, and exits with UML's own status 1: 6.1
+`add_arg: Too many command line arguments!` on stderr, 2.4 `add_arg: Too much command line!`
+on stdout.
 
 Table columns: unit number, option and device names, file (the COW file, or the only file),
 backing file, third field (2.4: size in bytes, from the COW-resize patch; 6.1: serial;
@@ -91,6 +101,9 @@ def run(args: argparse.Namespace) -> int:
         words = words[1:]
     profile = get_profile(args.kernel)
     result = parse_command_line(words, profile)
+    if result.refusal is not None:
+        # um_arch.c add_arg(): UML prints its line and exit(1)s before the kernel starts
+        return result.refusal.emit()
     if args.json:
         # json.dumps escapes every non-ASCII character, so the output is plain ASCII
         _print(json.dumps({"messages": result.messages,

@@ -123,6 +123,8 @@ def run(args: argparse.Namespace) -> int:
     from ..ops.unitfiles import unit_files
 
     parsed = parse_command_line(words, profile)
+    if parsed.refusal is not None:      # um_arch.c add_arg(): UML exits before the kernel starts
+        return parsed.refusal.emit()
     log = KernelLog(args.log, unit_files(parsed.units.values()))
     disks: dict = {}
     try:

@@ -1,16 +1,21 @@
 """Cutting a UML command line into the options that `__setup()` handlers receive.
 
-UML builds its command line by joining argv with single spaces (arch/um/kernel/um_arch.c
-linux_main()/add_arg()), then the generic kernel cuts it into options. The cutting differs by
-era, and it decides what a handler sees: `ubd 0=x` is two options, quotes may or may not be
-stripped, and in 6.1 everything after `--` goes to init. Each splitter below works on a
-NUL-terminated bytearray exactly as the C code does (it writes NULs and moves bytes in place),
-because that is the only way to reproduce its corner cases faithfully.
+UML builds its command line from argv before the kernel starts (arch/um/kernel/um_arch.c
+linux_main()/uml_checksetup()/add_arg()): words go in joined by single spaces, except those a
+UML-side `__uml_setup()` handler keeps off the line, and a line that would not fit in
+COMMAND_LINE_SIZE makes add_arg() print one line and exit(1) (`build_command_line()`). Then the
+generic kernel cuts the line into options. The cutting differs by era, and it decides what a
+handler sees: `ubd 0=x` is two options, quotes may or may not be stripped, and in 6.1
+everything after `--` goes to init. Each splitter below works on a NUL-terminated bytearray
+exactly as the C code does (it writes NULs and moves bytes in place), because that is the only
+way to reproduce its corner cases faithfully.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+
+from ..profiles.cmdline_rules import CmdlineRules
 
 # lib/ctype.c [6.1]: isspace() is true for \t \n \v \f \r, space, and Latin-1 NBSP (0xA0).
 _KERNEL_SPACE = frozenset(b"\t\n\v\f\r \xa0")
@@ -38,12 +43,80 @@ def to_bytes(text: str | bytes) -> bytes:
     return data.split(b"\0", 1)[0]
 
 
-def join_words(words: str | bytes | Iterable[str | bytes]) -> bytes:
-    """um_arch.c linux_main()/add_arg(): argv words joined by one space. A single string is
-    taken as an already-joined command line."""
+def argv_words(words: str | bytes | Iterable[str | bytes]) -> list[bytes]:
+    """argv[1..] as the C strings linux_main() receives. A single string (an already-joined
+    command line) stands for the words it is cut into at single spaces."""
     if isinstance(words, (str, bytes, bytearray)):
-        return to_bytes(words)
-    return b" ".join(to_bytes(word) for word in words)
+        return to_bytes(words).split(b" ")
+    return [to_bytes(word) for word in words]
+
+
+@dataclass(frozen=True)
+class CommandLine:
+    """What linux_main() made of argv[1..] before the kernel starts."""
+
+    line: bytes     # the words add_arg() joined; linux_main()'s root=/console= defaults are
+                    # counted but not included (they are never ubd options)
+    length: int     # strlen(command_line) when add_arg() finished or gave up, defaults included
+    fits: bool      # False: add_arg() refused a word (or a default) and UML exit()ed
+
+
+def build_command_line(words: list[bytes], rules: CmdlineRules) -> CommandLine:
+    """um_arch.c linux_main() [6.1] (same loop in 2.4): for i = 1 .. argc-1, skip argv[1] if
+    it starts with a space; uml_checksetup() may clear `add` (rules.swallowed_prefixes, umid=);
+    add_arg() the rest, then the default root= and console= words when no word set them.
+
+    add_arg() refuses a word when `strlen(command_line) + strlen(arg) + 1 > COMMAND_LINE_SIZE`:
+    the `+ 1` is for the NUL, the separating space is not counted, so a line of exactly
+    COMMAND_LINE_SIZE bytes is accepted (its NUL lands one byte past the buffer) and one word
+    alone may have COMMAND_LINE_SIZE - 1 bytes. An empty word adds only its space (none at
+    the start of the line). The first refusal ends everything: UML exits there."""
+    size = rules.command_line_size
+    added: list[bytes] = []
+    length = 0
+    umid_set = False
+    have_root = have_console = False
+
+    def add_arg(arg: bytes) -> bool:
+        nonlocal length
+        if length + len(arg) + 1 > size:
+            return False
+        length += (1 if length > 0 else 0) + len(arg)
+        return True
+
+    for index, word in enumerate(words, start=1):
+        if index == 1 and word[:1] == b" ":
+            continue
+        # uml_checksetup(): every __uml_setup() whose name prefixes the word runs
+        have_root = have_root or word.startswith(b"root=")            # uml_root_setup()
+        have_console = have_console or word.startswith(b"console=")   # uml_console_setup() [6.1]
+        if word.startswith(rules.swallowed_prefixes):                 # xterm_setup(), ...
+            continue
+        if word.startswith(b"umid="):                                 # set_umid_arg()
+            if rules.umid_swallowed == "always" or not umid_set:
+                # [6.1] set_umid() refuses a name longer than UMID_LEN - 1 and leaves umid unset
+                umid_set = umid_set or len(word) - len(b"umid=") <= rules.umid_max_len
+                continue
+        if not add_arg(word):
+            return CommandLine(_joined(added), length, fits=False)
+        added.append(word)
+    line = _joined(added)
+    defaults = [] if have_root else [rules.default_root]
+    if rules.default_console is not None and not have_console:
+        defaults.append(rules.default_console)
+    for word in defaults:
+        if not add_arg(word):
+            return CommandLine(line, length, fits=False)
+    return CommandLine(line, length, fits=True)
+
+
+def _joined(words: list[bytes]) -> bytes:
+    """add_arg()'s strcat()s: a space before each word once the line is not empty, so leading
+    empty words leave no trace and later ones leave their space."""
+    start = 0
+    while start < len(words) and not words[start]:
+        start += 1
+    return b" ".join(words[start:])
 
 
 def _cstr(buf: bytearray, at: int) -> bytes:

@@ -4,6 +4,9 @@
 against linux.uml's boot log (tests/cmdline). [2.4] texts are the 2.4.20-4um driver's as listed
 in ubd-behaviour.md section 2; `cmdline.bad_size` is ubdsim's own text for the [resize] patch,
 whose original message is lost (the spec lets ubdsim choose it, prefixed `ubd_setup : `).
+`cmdline.too_long` is not a printk but add_arg()'s line before the kernel starts: [6.1] from
+`arch/um/kernel/um_arch.c`, checked against linux.uml's stderr
+(tests/cmdline/test_command_line_size.py); [2.4] from the 2.4-era `arch/um/kernel/user_util.c`.
 """
 from __future__ import annotations
 
@@ -15,6 +18,15 @@ def _only(family: str, source: str, text: str) -> MessageText:
 
 
 MESSAGES: dict[str, MessageText] = {
+    # --- before the kernel starts: linux_main() -> add_arg() refuses a too long command line.
+    # Not a printk (no log level, never in the kernel log): [6.1] os_warn() to stderr,
+    # [2.4] printf() to stdout (CmdlineRules.too_long_stream), then exit(1). The 2.4 text was
+    # reworded after 2.6.11 (patch "uml-correct-message").
+    "cmdline.too_long": MessageText(
+        source="um_arch.c add_arg() [6.1] / user_util.c add_arg() [2.4]",
+        texts={"2.4": "add_arg: Too much command line!",
+               "6.1": "add_arg: Too many command line arguments!"}),
+
     # --- printed at driver init, but decided by the command line (ubd=sync) ---
     "cmdline.sync_mode": MessageText(
         source="ubd_kern.c ubd_init() [2.4] / ubd_driver_init() [6.1]",

@@ -3,7 +3,10 @@
 From: `arch/um/drivers/ubd_kern.c` ubd_setup_common(), ubd_setup(), udb_setup(), parse_unit()
 [6.1]; the 2.4.20-4um ubd_setup() as described in ubd-behaviour.md section 2 [2.4];
 `init/main.c` parse_options() [2.4] and `kernel/params.c` parse_args() + `lib/cmdline.c`
-next_arg() [6.1] for how the command line is cut into options.
+next_arg() [6.1] for how the command line is cut into options; `arch/um/kernel/um_arch.c`
+linux_main()/add_arg()/uml_checksetup() for how argv becomes that command line and when it is
+too long (6.1: add_arg() in um_arch.c, COMMAND_LINE_SIZE from arch/um/include/asm/setup.h;
+2.4: add_arg() in arch/um/kernel/user_util.c, COMMAND_LINE_SIZE = _POSIX_ARG_MAX there).
 
 Every difference between kernels is a field here, so a new kernel (2.4.26, 2.6) is a new row;
 `ubdsim.cmdline` only asks the row. The few places where the two drivers' control flow really
@@ -35,6 +38,19 @@ class CmdlineRules:
     udb_typo_catcher: bool       # 6.1 __setup("udb", udb_setup)
     printk_text_max: int | None  # 6.1 printk: a record keeps at most LOG_LINE_MAX - 1 = 991
                                  # bytes, KERN_<level> prefix included (None: not modelled)
+    # --- linux_main()/add_arg(): argv[1..] joined into the command line, or refused ---
+    command_line_size: int       # add_arg() refuses a word when strlen(line) + strlen(word) + 1
+                                 # > COMMAND_LINE_SIZE (the separating space is not counted)
+    default_root: bytes          # linux_main() appends it when no word starts with "root="
+    default_console: bytes | None  # [6.1] appended when no word starts with "console="
+    swallowed_prefixes: tuple[bytes, ...]  # __uml_setup() handlers that always clear *add:
+                                 # such words never reach the command line (nor count)
+    umid_swallowed: str          # "always" (2.4 set_umid_arg() clears *add every time) |
+                                 # "until_set" (6.1: once a umid is set, later umid= are added)
+    umid_max_len: int            # UMID_LEN - 1: a longer umid is refused (6.1: -E2BIG, not set)
+    too_long_stream: str         # where add_arg()'s line goes: "stderr" (6.1 os_warn()) |
+                                 # "stdout" (2.4 printf())
+    too_long_status: int         # add_arg(): exit(1), before the kernel starts
 
 
 CMDLINE_2_4_RESIZE = CmdlineRules(
@@ -43,7 +59,15 @@ CMDLINE_2_4_RESIZE = CmdlineRules(
     separators=b",", value_fields=3, last_field_keeps_rest=True,
     empty_fields_absent=False, fake_major="assign",
     udb_typo_catcher=False,
-    printk_text_max=None)
+    printk_text_max=None,
+    # 2.4-era arch/um/kernel/user_util.c add_arg(): `#define COMMAND_LINE_SIZE _POSIX_ARG_MAX`
+    # (4096, glibc limits.h), same test as 6.1, printf() to stdout, exit(1); um_arch.c
+    # linux_main() appends DEFAULT_COMMAND_LINE "root=/dev/ubd0" (no default console yet);
+    # umid.c set_umid_arg(), xterm.c xterm_setup() and trap_user.c uml_debug_setup() ("debug")
+    # clear *add.
+    command_line_size=4096, default_root=b"root=/dev/ubd0", default_console=None,
+    swallowed_prefixes=(b"xterm=", b"debug"), umid_swallowed="always", umid_max_len=63,
+    too_long_stream="stdout", too_long_status=1)
 
 # Without the resize patch the value has two fields: `,400M` stays part of the backing name.
 CMDLINE_2_4_STOCK = replace(CMDLINE_2_4_RESIZE, third_field=None, value_fields=2)
@@ -54,4 +78,12 @@ CMDLINE_6_1 = CmdlineRules(
     separators=b",:", value_fields=3, last_field_keeps_rest=False,
     empty_fields_absent=True, fake_major="unsupported",
     udb_typo_catcher=True,
-    printk_text_max=991)
+    printk_text_max=991,
+    # um_arch.c add_arg(): COMMAND_LINE_SIZE 4096 (arch/um/include/asm/setup.h), os_warn() to
+    # stderr, exit(1); linux_main() appends DEFAULT_COMMAND_LINE_ROOT "root=98:0" and
+    # DEFAULT_COMMAND_LINE_CONSOLE "console=tty0"; xterm.c xterm_setup() clears *add, umid.c
+    # set_umid_arg() only while no umid is set. Measured with linux.uml: a 4096-byte line boots
+    # (add_arg() lets the NUL land one byte past its buffer), one byte more is refused.
+    command_line_size=4096, default_root=b"root=98:0", default_console=b"console=tty0",
+    swallowed_prefixes=(b"xterm=",), umid_swallowed="until_set", umid_max_len=63,
+    too_long_stream="stderr", too_long_status=1)
