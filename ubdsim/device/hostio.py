@@ -3,12 +3,18 @@
 From: `arch/um/os-Linux/file.c` os_pread_file(), os_pwrite_file(), os_falloc_punch(),
 os_falloc_zeroes(), os_sync_file() [6.1]. Python's os module has no fallocate() with mode
 flags, so punch/zero-range go through libc via ctypes.
+
+The [resize] patch (resize.py) also walks extents and writes here: `iter_extents()` walks a
+range of any size lazily (a 16 TiB data area costs a few lseeks and no list), and
+`pwrite_full()` resumes a short write, so a full disk surfaces as ENOSPC, not a silent gap.
 """
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import os
+from collections.abc import Iterator
 
 from .. import fileio
 
@@ -51,7 +57,24 @@ def pwrite_once(fd: int, data: bytes | memoryview, offset: int) -> None:
 
 def data_extents(fd: int, start: int, end: int) -> list[tuple[int, int]]:
     """Allocated (data) extents of [start, end) as (offset, length), via SEEK_DATA/SEEK_HOLE."""
-    return [(lo, hi - lo) for lo, hi in fileio.data_extents(fd, start, end)]
+    return list(iter_extents(fd, start, end))
+
+
+def iter_extents(fd: int, start: int, end: int) -> Iterator[tuple[int, int]]:
+    """data_extents() one at a time, (offset, length): bounded memory for any range."""
+    for lo, hi in fileio.data_extents(fd, start, end):
+        yield lo, hi - lo
+
+
+def pwrite_full(fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
+    """Write all of `data` at `offset`, resuming after a short write (whose next attempt
+    raises the real cause: ENOSPC, EFBIG, EIO)."""
+    view = memoryview(data).cast("B")
+    while view:
+        written = os.pwrite(fd, view, offset)
+        if written <= 0:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        view, offset = view[written:], offset + written
 
 
 def pread_like_do_io(fd: int, length: int, offset: int) -> tuple[bytes, int]:

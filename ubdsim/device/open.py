@@ -55,12 +55,16 @@ class _Log:
 
 
 class _OpenFailed(Exception):
-    """Internal: the open failed with this (positive) errno after printing its messages."""
+    """Internal: the open failed with this (positive) errno after printing its messages.
 
-    def __init__(self, code: int, error: UbdError | None = None) -> None:
+    `own_line`: the failure was reported by one line of ubdsim's own, standing in for a kernel
+    that would have crashed there; the kernel's generic failure lines are not added to it."""
+
+    def __init__(self, code: int, error: UbdError | None = None, own_line: bool = False) -> None:
         super().__init__(code)
         self.code = code
         self.error = error
+        self.own_line = own_line
 
 
 def file_size(path: str, log: _Log) -> int:
@@ -214,6 +218,8 @@ def _tail_checker(fd: int, header: CowHeader):
     (The bitmap is memory-mapped and scanned in chunks: no full read of a large bitmap.)"""
 
     def marked(backing_size: int) -> bool:
+        if header.sectorsize <= 0:
+            return False            # no sector fits: a size mismatch (cow_sizes() would divide by 0)
         geometry = header.geometry()
         first = div_round(backing_size, SECTOR_SIZE)
         last = min(geometry.sectors, geometry.bitmap_len * 8)   # the V2 rounding bug drops bits
@@ -336,7 +342,8 @@ def open_dev(spec: UnitSpec, profile: Profile, size: int,
     try:
         unit = _open(spec, profile, size, log, bus, resize_mode)
     except (_OpenFailed, OSError) as failed:
-        if isinstance(failed, _OpenFailed) and profile.device.reports_cant_open:
+        if (isinstance(failed, _OpenFailed) and profile.device.reports_cant_open
+                and not failed.own_line):
             log("device.cant_open", profile.device.disk_name(spec.unit), spec.file, failed.code)
         error = _failure(failed, spec, log)
         error.backing_file = log.backing_out or spec.backing  # type: ignore[attr-defined]
@@ -361,15 +368,19 @@ def _open(spec: UnitSpec, profile: Profile, size: int, log: _Log, bus: EventBus,
     rules = profile.device
     writable = not spec.readonly
     fd, writable, header, backing = _open_ubd_file(spec, writable, profile, log, bus)
+    cow = None
     try:
-        cow = None
         if header is not None:
+            _check_sectorsize(spec, header, log)
             cow = _attach_cow(fd, spec, header, backing, profile, log)
         if cow is not None and rules.resize_patch and spec.size is not None:
             fd, cow = _resize_on_open(fd, spec, cow, writable, profile, log, bus, resize_mode)
         if cow is not None and cow.header.size > size and rules.accepts_grown_cow:
             size = cow.header.size // rules.size_granule * rules.size_granule
     except _OpenFailed:
+        if cow is not None:                 # a refused or failed [resize]: the old state
+            os.close(cow.backing_fd)
+            cow.release()
         os.close(fd)
         raise
     unit = Unit(number=spec.unit, profile=profile, path=spec.file, fd=fd, writable=writable,
@@ -449,6 +460,20 @@ def _check_cow(fd: int, spec: UnitSpec, profile: Profile, log: _Log, bus: EventB
     return header, backing
 
 
+def _check_sectorsize(spec: UnitSpec, header: CowHeader, log: _Log) -> None:
+    """open_ubd_file() -> cow_sizes() after the backing checks: `(size + sectorsize - 1) /
+    (8 * sectorsize)` [2.4, V1/V2] and `DIV_ROUND(size, sectorsize)` [6.1, V3] divide by the
+    header's sector size, so 0 kills both kernels with a divide error. ubdsim refuses the unit
+    instead, with one line of its own (the kernel prints nothing before it dies)."""
+    if header.sectorsize > 0:
+        return
+    log("device.bad_sectorsize", spec.file, header.sectorsize)
+    raise _OpenFailed(errno.EINVAL, CowFormatError(
+        f"COW file '{spec.file}' has sector size {header.sectorsize} in its header",
+        errno=errno.EINVAL, msg_id="device.bad_sectorsize",
+        args=(spec.file, header.sectorsize)), own_line=True)
+
+
 def _attach_cow(fd: int, spec: UnitSpec, header: CowHeader, backing: str, profile: Profile,
                 log: _Log) -> CowState:
     """ubd_open_dev() after open_ubd_file(): read the bitmap, open the backing file read-only
@@ -480,24 +505,33 @@ def _resize_on_open(fd: int, spec: UnitSpec, cow: CowState, writable: bool, prof
                     log: _Log, bus: EventBus, mode: str) -> tuple[int, CowState]:
     """[resize] the size field asks for a larger device: grow the COW file (resize.py), print
     `*** Resizing cow file: OLD -> NEW` (file lengths), and reopen it. Equal: nothing.
-    Smaller (or a read-only unit): refused, nothing changed, the unit fails to open."""
+    Refused (smaller, a read-only unit, a hard-linked file) or failed (ENOSPC, EFBIG...): one
+    line of ubdsim's own (the patch's texts are lost), nothing changed, the unit fails to open."""
     old = cow.header.size
     if spec.size == old:
         return fd, cow
     if spec.size < old or not writable:
-        log("device.resize_smaller", spec.file, old, spec.size)
-        raise _OpenFailed(errno.EINVAL if writable else errno.EROFS,
-                          ResizeError(f"refusing to resize '{spec.file}' from {old} to {spec.size} "
-                                      "bytes" + ("" if writable else " (read-only unit)"),
-                                      errno=errno.EINVAL if writable else errno.EROFS,
-                                      msg_id="device.resize_smaller",
-                                      args=(spec.file, old, spec.size)))
+        msg_id, code = (("device.resize_smaller", errno.EINVAL) if spec.size < old
+                        else ("device.resize_readonly", errno.EROFS))
+        log(msg_id, spec.file, old, spec.size)
+        raise _OpenFailed(code, ResizeError(
+            f"refusing to resize '{spec.file}' from {old} to {spec.size} bytes"
+            + ("" if writable else " (read-only unit)"),
+            errno=code, msg_id=msg_id, args=(spec.file, old, spec.size)))
     backing_size = os.fstat(cow.backing_fd).st_size
     try:
         old_length, new_length = resize_file(spec.file, spec.size, backing_size, mode=mode)
     except (OSError, UbdError) as err:
         code = getattr(err, "errno", None) or errno.EIO
-        raise _OpenFailed(code, ResizeError(f"resizing '{spec.file}' failed: {err}", errno=code)) from None
+        if isinstance(err, ResizeError) and err.msg_id:
+            log(err.msg_id, *err.msg_args)                   # a refusal: its own line
+            problem = err
+        else:
+            log("device.resize_failed", spec.file, old, spec.size, os.strerror(code), code)
+            problem = ResizeError(f"resizing '{spec.file}' failed: {err}", errno=code,
+                                  msg_id="device.resize_failed",
+                                  args=(spec.file, old, spec.size, os.strerror(code), code))
+        raise _OpenFailed(code, problem) from None
     log("device.resizing", old_length, new_length)
     if bus.active:
         bus.emit("resize", spec.unit, file=spec.file, old_length=old_length, new_length=new_length,

@@ -6,6 +6,11 @@ path_requires_switch(), backing_file_mismatch(), create_cow_file(), ubd_init();
 The 6.1 texts were checked against linux.uml's log (tests/device/test_oracle_*.py).
 The 2.4 texts follow the spec (2.4.20-4um): `%ld` sizes, the mismatch message broken over
 two lines, and `Creation of COW file "%s" failed` where 6.1 has no such text.
+
+Texts that are ubdsim's own (the kernel has no such line: the [resize] patch's lost or missing
+messages, refusals that stand in for a kernel crash) say so in their `source`
+(`..., ubdsim's text]`) and are listed in UBDSIM_TEXTS; they keep the 2.4 driver's
+`ubd : ` prefix so that they read as the driver's log lines they stand in for.
 """
 from __future__ import annotations
 
@@ -72,4 +77,29 @@ MESSAGES: dict[str, MessageText] = {
     "device.resize_smaller": _same("ubd_kern.c [resize patch, ubdsim's text]",
                                    "ubd : can't shrink cow file \"%s\" from %llu to %llu bytes",
                                    ("2.4",)),
+    # A grow asked of a read-only unit (flag r, or the EROFS/EACCES fallback to read-only).
+    "device.resize_readonly": _same("ubd_kern.c [resize patch, ubdsim's text]",
+                                    "ubd : can't grow read-only cow file \"%s\" from %llu to %llu bytes",
+                                    ("2.4",)),
+    # The grow itself failed (ENOSPC, EFBIG under `ulimit -f`, EIO...): nothing was changed.
+    "device.resize_failed": _same("ubd_kern.c [resize patch, ubdsim's text]",
+                                  "ubd : growing cow file \"%s\" from %llu to %llu bytes failed: "
+                                  "%s (errno = %d)", ("2.4",)),
+    # ubdsim's own guard (the patch had none): its rename would split the hard links.
+    "device.resize_linked": _same("ubd_kern.c [resize patch, ubdsim's text]",
+                                  "ubd : not growing cow file \"%s\": it has %d hard links, "
+                                  "a grown copy would split them", ("2.4",)),
+    "device.resize_not_regular": _same("ubd_kern.c [resize patch, ubdsim's text]",
+                                       "ubd : not growing cow file \"%s\": not a regular file",
+                                       ("2.4",)),
+    # cow_sizes() divides by the header's sector size: 0 makes both kernels die of a divide
+    # error in open_ubd_file(); ubdsim refuses the unit with this line instead.
+    "device.bad_sectorsize": MessageText(
+        source="cow_user.c cow_sizes() [ubdsim's text: the kernel divides by zero]",
+        texts={"2.4": "ubd : cow file \"%s\" has sector size %d in its header, refusing it",
+               "6.1": "ubd: cow file \"%s\" has sector size %d in its header, refusing it"}),
 }
+
+# The ids above whose text is ubdsim's, not the kernel's (see the module docstring).
+UBDSIM_TEXTS: frozenset[str] = frozenset(
+    msg_id for msg_id, message in MESSAGES.items() if "ubdsim's text" in message.source)
