@@ -2,6 +2,7 @@
 # Install what ubdsim needs on a fresh Debian bookworm machine (run as root), then the
 # project venv. Idempotent: a second run installs nothing and takes about a second.
 #   Debian: e2fsprogs uml-utilities user-mode-linux qemu-utils busybox-static fdisk strace,
+#           python3-libnbd (libnbd, a real NBD client for tests/nbd; run by /usr/bin/python3),
 #           qemu-system-x86 (without recommends: ~84 MB instead of ~438 MB),
 #           python3 + python3-venv when no Python 3.11 with venv is on the machine,
 #           gcc + libc6-dev when no C compiler with the C library headers is there
@@ -15,7 +16,7 @@ cd "$(dirname "$0")/.."
 need_pkgs=()
 for spec in e2fsprogs:mkfs.ext4 uml-utilities:uml_mkcow user-mode-linux:linux.uml \
             qemu-utils:qemu-img busybox-static:busybox fdisk:sfdisk \
-            qemu-system-x86:qemu-system-x86_64 strace:strace; do
+            qemu-system-x86:qemu-system-x86_64 strace:strace python3-libnbd:nbdsh; do
     pkg=${spec%%:*}; bin=${spec##*:}
     command -v "$bin" >/dev/null 2>&1 || need_pkgs+=("$pkg")
 done

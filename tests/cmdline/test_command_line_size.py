@@ -248,3 +248,13 @@ def test_ubdsim_run_refuses_before_anything_runs(boundaries, tmp_path) -> None:
             assert (done.stdout, done.stderr) == (kernel.stdout, kernel.stderr)
             assert not ran.exists() and not log.exists()
     assert ran.exists() and log.exists()
+
+
+def test_ubdsim_serve_refuses_a_line_uml_would_not_boot(tmp_path) -> None:
+    """`serve` (and `vm`, through the same open_exports()) boots nothing: one line, exit 1."""
+    sock = tmp_path / "s.sock"
+    done = subprocess.run([*UBDSIM, "serve", "--kernel", "6.1", "--unix", str(sock), "x" * SIZE],
+                          capture_output=True, timeout=60)
+    assert (done.returncode, done.stdout) == (1, b"")
+    assert done.stderr == b"ubdsim serve: error: " + LINE_6_1
+    assert not sock.exists()

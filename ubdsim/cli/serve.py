@@ -1,6 +1,7 @@
 """Export the configured ubd units over NBD, so real kernels and qemu tools can use them.
 
-  ubdsim serve [--kernel P] [--unix PATH | --port N] [--flush kernel|fsync] WORD...
+  ubdsim serve [--kernel P] [--unix PATH | --port N] [--flush kernel|fsync]
+               [--max-connections N] [--no-block-status] WORD...
 
 WORDs are kernel command-line options (`ubd0=cow,backing ubd1r=disk.img ...`), parsed and
 booted exactly as the chosen kernel boots them: the kernel's messages are printed on stderr.
@@ -31,9 +32,22 @@ can then lose acknowledged, flushed writes, exactly as with UML.
 --flush fsync additionally fsyncs the file the guest writes (COW data and bitmap, or the raw
 file) before the flush is acknowledged: flushed data survives a host crash.
 
-Listening is on a unix socket (default ./ubdsim-nbd.sock) or on 127.0.0.1:N only: the NBD
-protocol has no authentication. When ready, one line `ubdsim serve: listening on ...` goes to
-stderr. SIGTERM or Ctrl-C stops the server and closes the units (exit 0 / 130).
+Listening is on a unix socket (default ./ubdsim-nbd.sock) or on 127.0.0.1:N only (N from 0
+to 65535; 0 picks a free port): the NBD protocol has no authentication. When ready, one line
+`ubdsim serve: listening on ...` goes to stderr. SIGTERM or Ctrl-C stops the server and
+closes the units (exit 0 / 130).
+
+--max-connections N (default 16, at least 1) serves at most N clients at once, as qemu-nbd's
+--shared=N does. A client over the limit is refused the NBD way: it gets the greeting, then
+every option it sends is answered NBD_REP_ERR_POLICY with the message "too many clients..."
+(qemu and libnbd print it), and it is disconnected; the server logs one line. The slot of a
+client that disconnects is free at once. Large requests are streamed: a read reply goes out
+in pieces of at most 1 MiB (several NBD_REPLY_TYPE_OFFSET_DATA chunks with structured
+replies), each sent before the next is read, and a write payload is written 1 MiB at a time
+as it arrives; so a client that stops reading (or sending) holds about 1 MiB of the server's
+memory, not its whole request (up to 32 MiB, the advertised maximum block size).
+A zero-length read gets an empty successful reply (NBD_REPLY_TYPE_NONE with structured
+replies), as from qemu-nbd.
 """
 from __future__ import annotations
 
@@ -46,9 +60,11 @@ import sys
 from ..nbd.exports import FLUSH_MODES, open_exports
 from ..nbd.server import NbdServer
 from ..profiles import DEFAULT_PROFILE, PROFILES, get_profile
+from .argtypes import int_range, port
 from .status import ERROR, INTERRUPTED, OK
 
 DEFAULT_SOCKET = "ubdsim-nbd.sock"
+DEFAULT_MAX_CONNECTIONS = 16
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,8 +72,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"kernel profile to behave as (default {DEFAULT_PROFILE})")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--unix", metavar="PATH", help=f"unix socket to listen on (default ./{DEFAULT_SOCKET})")
-    where.add_argument("--port", type=int, metavar="N",
-                       help="listen on 127.0.0.1:N instead (0 picks a free port)")
+    where.add_argument("--port", type=port, metavar="N",
+                       help="listen on 127.0.0.1:N instead (0..65535; 0 picks a free port)")
+    parser.add_argument("--max-connections", type=int_range(1), metavar="N",
+                        default=DEFAULT_MAX_CONNECTIONS,
+                        help="serve at most N clients at once, refuse the next ones "
+                             f"(default {DEFAULT_MAX_CONNECTIONS})")
     parser.add_argument("--flush", choices=FLUSH_MODES, default="kernel",
                         help="what a client's flush does: the real driver's flush (kernel, "
                              "default) or a durable fsync of the written file (fsync)")
@@ -134,7 +154,8 @@ def run(args: argparse.Namespace) -> int:
         if not opened.exports:
             print("ubdsim serve: error: no unit opened, nothing to export", file=sys.stderr)
             return ERROR
-        server = NbdServer(opened.exports, block_status=not args.no_block_status)
+        server = NbdServer(opened.exports, block_status=not args.no_block_status,
+                           max_connections=args.max_connections)
         return asyncio.run(_serve(server, args, [e.name for e in opened.exports]))
     finally:
         opened.close()

@@ -17,6 +17,8 @@ The first run builds the guest (kernel from Debian's linux-image-amd64 package, 
 initramfs) into ~/.cache/ubdsim/qemu (apt-get download, ~10 s); later runs reuse it.
 A boot takes ~2 s of emulated time on this machine before the script starts.
 
+--timeout S stops the guest after S seconds (default 600): a finite number greater than 0
+(fractions allowed; nan and inf are refused, so a typo cannot turn the limit off).
 --flush: what a guest flush does to the host files (see `ubdsim serve --help`).
 """
 from __future__ import annotations
@@ -26,12 +28,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ..errors import UsageError
 from ..nbd.exports import FLUSH_MODES, open_exports
 from ..nbd.server import NbdServer, ServerThread
 from ..profiles import DEFAULT_PROFILE, PROFILES, get_profile
 from ..vm.image import guest_image, workload_initrd
 from ..vm.qemu import TIMEOUT_STATUS, Disk, GuestFailed, qemu_command, run_guest, write_console
+from .argtypes import positive_seconds
 from .status import ERROR
 
 EPILOG = f"""exit status:
@@ -46,8 +48,8 @@ Every process ubdsim started (qemu, the NBD server) is stopped on every exit pat
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kernel", default=DEFAULT_PROFILE, choices=list(PROFILES),
                         help=f"kernel profile the units are opened as (default {DEFAULT_PROFILE})")
-    parser.add_argument("--timeout", type=float, default=600.0, metavar="S",
-                        help="stop the guest after S seconds (default 600)")
+    parser.add_argument("--timeout", type=positive_seconds, default=600.0, metavar="S",
+                        help="stop the guest after S seconds, finite and > 0 (default 600)")
     parser.add_argument("--flush", choices=FLUSH_MODES, default="kernel",
                         help="what a guest flush does (default kernel: the real driver's flush)")
     parser.add_argument("words", nargs="+", metavar="WORD", help="kernel options: ubd0=... ")
@@ -56,8 +58,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     profile = get_profile(args.kernel)
-    if args.timeout <= 0:
-        raise UsageError("--timeout must be positive")
     script = Path(args.script).read_bytes()
     image = guest_image()
     opened = open_exports(args.words, profile, args.flush,

@@ -19,7 +19,7 @@ from ..cow import bitmap as bits
 from ..device.api import SECTOR_SIZE
 from ..device.disk import Disk
 from ..device.unit import Unit
-from ..errors import UbdError
+from ..errors import CmdlineError, UbdError
 from ..profiles import Profile
 from ..profiles.device_rules import DISK_NAME_STYLES
 from .server import Export
@@ -117,6 +117,8 @@ def open_exports(words: list[str], profile: Profile, flush_mode: str,
     from ..device.events import EventBus
 
     parsed = parse_command_line(words, profile)
+    if parsed.refusal is not None:      # um_arch.c add_arg(): UML would exit before booting
+        raise CmdlineError(parsed.refusal.text)
     for line in parsed.messages:
         print_line(str(line))
     bus = EventBus(lambda event: print_line(event.data["text"]), kinds={"message"})

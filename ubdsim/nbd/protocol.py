@@ -84,6 +84,18 @@ STATE_HOLE = 1 << 0
 STATE_ZERO = 1 << 1
 BASE_ALLOCATION = "base:allocation"
 
+
+def structured_chunk(flags: int, kind: int, handle: int, length: int) -> bytes:
+    """The header of a structured reply chunk; `length` bytes of payload follow it
+    (proto.md "Structured reply chunk message")."""
+    return STRUCTURED_REPLY.pack(STRUCTURED_REPLY_MAGIC, flags, kind, handle, length)
+
+
+def simple_reply(error: int, handle: int) -> bytes:
+    """A simple reply; a successful READ's data follows it (proto.md "Simple reply message")."""
+    return SIMPLE_REPLY.pack(SIMPLE_REPLY_MAGIC, error, handle)
+
+
 # The NBD protocol's error values are Linux errnos, but only these may cross the wire;
 # everything else becomes EIO (proto.md "Error values").
 ERRNOS_ON_WIRE = frozenset({errno.EPERM, errno.EIO, errno.ENOMEM, errno.EINVAL, errno.ENOSPC,

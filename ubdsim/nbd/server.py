@@ -2,11 +2,21 @@
 
 Why this shape:
 - One asyncio loop in one thread serves every client. Each device call (pread/pwrite plus a
-  COW bitmap update) runs to completion between two awaits, so requests of several clients
-  never interleave inside the device model: the bitmap stays consistent without locks, as it
-  does under the real driver's single I/O thread (ubd_kern.c io_thread() [6.1]).
-- A connection handles its requests in order and answers each one only after the device call
+  COW bitmap update) runs to completion between two awaits, so device calls of several
+  clients never interleave inside the device model: the bitmap stays consistent without
+  locks, as it does under the real driver's single I/O thread (ubd_kern.c io_thread() [6.1]).
+- A connection handles its requests in order and answers each one only after its device calls
   returned, so a client that disconnects mid-request loses nothing it saw acknowledged.
+- READ and WRITE move their data in pieces of at most STREAM_CHUNK (1 MiB, cut from the
+  request's first sector; see _pieces()): a read reply goes out piece by piece (several
+  NBD_REPLY_TYPE_OFFSET_DATA chunks with structured replies), each piece sent before the next
+  one is read; a write payload is received and written piece by piece. So a client that
+  stops reading its reply (or stops sending its payload) pins at most one piece, not a
+  32 MiB request. Pieces of other clients' requests may come in between, as the block layer
+  splits a large bio before the real driver sees it (blk_queue_max_hw_sectors(), ubd_kern.c
+  ubd_open_dev() [6.1]).
+- At most `max_connections` clients are served at once; the next ones get the NBD greeting,
+  then NBD_REP_ERR_POLICY with a message to each option, and are disconnected (see _refuse()).
 - The device model only takes whole 512-byte sectors; requests that are not aligned (a client
   that did not ask for NBD_INFO_BLOCK_SIZE) are served by read-modify-write here, as the page
   cache does above the real driver.
@@ -22,7 +32,7 @@ import socket
 import struct
 import sys
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from ..device.api import SECTOR_SIZE, BlockDevice
@@ -33,6 +43,10 @@ MAX_OPTION_LENGTH = 64 * 1024
 MAX_REQUEST_LENGTH = 32 * 1024 * 1024      # advertised as the maximum block size
 PREFERRED_BLOCK = 4096
 ZERO_CHUNK = 1024 * 1024
+STREAM_CHUNK = 1024 * 1024                  # READ/WRITE data moved per device call (module doc)
+REFUSE_SECONDS = 10.0                       # how long a client over the limit is talked to
+REFUSE_OPTIONS = 16                         # and how many of its options are answered
+REFUSING_MAX = 64                           # over-limit clients talked to at once; more: closed
 MAX_EXTENTS = 4096                          # descriptors per BLOCK_STATUS reply
 
 # (allocated, offset, length) runs covering a byte range, offsets and lengths in bytes.
@@ -69,7 +83,9 @@ class Export:
 
 
 class ProtocolError(Exception):
-    """The client broke the protocol: the connection is dropped (proto.md allows it)."""
+    """The connection is dropped (a hard disconnect): the client broke the protocol (proto.md
+    allows the drop), or a read error came after a simple reply's header had gone out saying
+    success (proto.md requires the drop: "NBD_CMD_READ", simple replies)."""
 
 
 class RequestError(Exception):
@@ -105,7 +121,7 @@ class NbdServer:
     """Serves `exports` (by name; the first one is also the default export "")."""
 
     def __init__(self, exports: list[Export], log: Callable[[str], None] | None = None,
-                 block_status: bool = True) -> None:
+                 block_status: bool = True, max_connections: int | None = None) -> None:
         self.exports = {e.name: e for e in exports}
         self._by_name = {alias: e for e in exports for alias in e.aliases}
         self._by_name.update(self.exports)
@@ -115,6 +131,9 @@ class NbdServer:
         self._listener: socket.socket | None = None
         self._accepting: asyncio.Task | None = None
         self._connections: set[asyncio.Task] = set()
+        self.max_connections = max_connections  # None: no limit (`ubdsim vm`'s private socket)
+        self._serving = 0          # clients holding a slot; freed before their socket closes
+        self._refusing = 0
 
     # ---- listening ------------------------------------------------------------------------
     async def start_unix(self, path: str) -> None:
@@ -147,14 +166,35 @@ class NbdServer:
     async def _accept(self, listener: socket.socket) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            conn, _ = await loop.sock_accept(listener)
+            try:
+                conn, _ = await loop.sock_accept(listener)
+            except OSError as err:
+                # EMFILE/ENFILE/ENOBUFS: out of descriptors or memory. The pending client stays
+                # in the backlog; keep the listener alive instead of letting this task die.
+                self.log(f"ubdsim serve: cannot accept a client: {err.strerror or err}")
+                await asyncio.sleep(0.5)
+                continue
             conn.setblocking(False)
             if conn.family in (socket.AF_INET, socket.AF_INET6):
                 # qemu stalls 20-40 ms per request behind Nagle (guest-harness-notes.md).
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            task = loop.create_task(self._client(_Wire(conn)))
-            self._connections.add(task)
-            task.add_done_callback(self._connections.discard)
+            self._start(loop, _Wire(conn))
+
+    def _start(self, loop: asyncio.AbstractEventLoop, wire: "_Wire") -> None:
+        """Serve a new client in its own task, or refuse it when every slot is taken."""
+        if self.max_connections is None or self._serving < self.max_connections:
+            self._serving += 1          # taken here, so the count never lags the accepts
+            task = loop.create_task(self._client(wire))
+        elif self._refusing < REFUSING_MAX:
+            self._refusing += 1
+            self.log(f"ubdsim serve: refusing a client: already serving {self._serving} "
+                     f"(--max-connections {self.max_connections})")
+            task = loop.create_task(self._refuse(wire))
+        else:
+            wire.close()                # a flood: not even a greeting
+            return
+        self._connections.add(task)
+        task.add_done_callback(self._connections.discard)
 
     async def stop(self) -> None:
         if self._accepting is not None:
@@ -181,28 +221,61 @@ class NbdServer:
         except ProtocolError as err:
             self.log(f"ubdsim serve: dropping a client: {err}")
         finally:
+            # Free the slot before the client can see its EOF: a client that reconnects at
+            # once after a disconnect must find the slot free.
+            self._serving -= 1
             wire.close()
+
+    # ---- clients over the limit -----------------------------------------------------------
+    async def _refuse(self, wire: "_Wire") -> None:
+        """A client over --max-connections, refused the NBD way rather than by a bare close.
+
+        proto.md "Termination of the session during option haggling": a server that does not
+        want a client MUST error its options until the client gets the hint (here with
+        NBD_REP_ERR_POLICY and a message the client shows its user, e.g. qemu's "server
+        reported: ..."), and MAY hard-disconnect a client whose behaviour is a denial of
+        service. A bare close would leave the user with "unexpected end-of-file". The talk is
+        bounded (REFUSE_SECONDS, REFUSE_OPTIONS; REFUSING_MAX such clients at once), so
+        refused clients cannot pile up in place of served ones.
+        """
+        try:
+            await asyncio.wait_for(self._refusal(wire), REFUSE_SECONDS)
+        except (asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError,
+                ProtocolError, asyncio.CancelledError):
+            pass
+        finally:
+            self._refusing -= 1
+            wire.close()
+
+    async def _refusal(self, wire: "_Wire") -> None:
+        """The greeting, then NBD_REP_ERR_POLICY to every option; ABORT is acknowledged."""
+        wire.write(_greeting())
+        await wire.readexactly(4)                                   # client flags
+        message = (f"too many clients: this server serves {self.max_connections} at once "
+                   f"(ubdsim serve --max-connections)").encode()
+        for _ in range(REFUSE_OPTIONS):
+            option, _data = await _read_option(wire)
+            if option == p.OPT_EXPORT_NAME:
+                return          # it cannot be answered with an error: hard disconnect (proto.md)
+            if option == p.OPT_ABORT:
+                wire.write(_option_reply(option, p.REP_ACK))
+                await wire.drain()
+                return
+            wire.write(_option_reply(option, p.REP_ERR_POLICY, message))
 
     async def _negotiate(self, wire: "_Wire",
                          session: _Session) -> Export | None:
-        wire.write(struct.pack(">QQH", p.NBDMAGIC, p.IHAVEOPT,
-                                 p.FLAG_FIXED_NEWSTYLE | p.FLAG_NO_ZEROES))
+        wire.write(_greeting())
         (client_flags,) = struct.unpack(">I", await wire.readexactly(4))
         if client_flags & ~(p.FLAG_FIXED_NEWSTYLE | p.FLAG_NO_ZEROES):
             raise ProtocolError(f"unknown client flags {client_flags:#x}")
         no_zeroes = bool(client_flags & p.FLAG_NO_ZEROES)
 
         def reply(option: int, kind: int, data: bytes = b"") -> None:
-            wire.write(p.OPTION_REPLY.pack(p.OPT_REPLY_MAGIC, option, kind, len(data)) + data)
+            wire.write(_option_reply(option, kind, data))
 
         while True:
-            magic, option, length = p.OPTION_HEADER.unpack(
-                await wire.readexactly(p.OPTION_HEADER.size))
-            if magic != p.IHAVEOPT:
-                raise ProtocolError("bad option magic")
-            if length > MAX_OPTION_LENGTH:
-                raise ProtocolError(f"option {option} of {length} bytes")
-            data = await wire.readexactly(length)
+            option, data = await _read_option(wire)
             if option == p.OPT_EXPORT_NAME:
                 export = self._lookup(data.decode(errors="replace"))
                 if export is None:
@@ -325,56 +398,144 @@ class NbdServer:
                 raise ProtocolError("bad request magic")
             if length > MAX_REQUEST_LENGTH and kind in (p.CMD_READ, p.CMD_WRITE):
                 raise ProtocolError(f"request of {length} bytes")
-            payload = await wire.readexactly(length) if kind == p.CMD_WRITE else b""
             if kind == p.CMD_DISC:
                 await wire.drain()
                 return
-            try:
-                data = self._execute(export, session, kind, flags, offset, length, payload)
-            except RequestError as err:
-                self._send_error(wire, session, handle, err.error)
+            if kind == p.CMD_READ:
+                await self._read(wire, export, session, handle, offset, length)
+            elif kind == p.CMD_WRITE:
+                await self._write(wire, export, session, handle, offset, length)
             else:
-                if kind == p.CMD_READ and session.structured:
-                    wire.write(p.STRUCTURED_REPLY.pack(
-                        p.STRUCTURED_REPLY_MAGIC, p.REPLY_FLAG_DONE, p.REPLY_TYPE_OFFSET_DATA,
-                        handle, 8 + len(data)) + struct.pack(">Q", offset))
-                    wire.write(data)
-                elif kind == p.CMD_BLOCK_STATUS:
-                    wire.write(p.STRUCTURED_REPLY.pack(
-                        p.STRUCTURED_REPLY_MAGIC, p.REPLY_FLAG_DONE, p.REPLY_TYPE_BLOCK_STATUS,
-                        handle, len(data)))
-                    wire.write(data)
-                else:
-                    wire.write(p.SIMPLE_REPLY.pack(p.SIMPLE_REPLY_MAGIC, 0, handle))
-                    if data:
-                        wire.write(data)
+                self._other(wire, export, session, kind, flags, handle, offset, length)
             await wire.drain()
 
-    @staticmethod
-    def _send_error(wire: "_Wire", session: _Session, handle: int,
-                    error: int) -> None:
+    async def _read(self, wire: "_Wire", export: Export, session: _Session, handle: int,
+                    offset: int, length: int) -> None:
+        """NBD_CMD_READ, streamed: each STREAM_CHUNK piece is read, then sent (awaited)."""
+        try:
+            _check_request(export, p.CMD_READ, offset, length)
+        except RequestError as err:
+            self._send_error(wire, session, handle, err.error)
+            return
+        if length == 0:
+            # proto.md "NBD_CMD_READ": a zero-length read is unspecified, but the server SHOULD
+            # NOT disconnect. A content chunk MUST describe at least one byte (OFFSET_DATA
+            # length >= 9), and zero chunks cover the zero bytes asked for, so a structured
+            # reply is one NBD_REPLY_TYPE_NONE chunk with NBD_REPLY_FLAG_DONE (what qemu-nbd
+            # 7.2 sends); a simple reply is its header with no data.
+            wire.write(p.structured_chunk(p.REPLY_FLAG_DONE, p.REPLY_TYPE_NONE, handle, 0)
+                       if session.structured else p.simple_reply(0, handle))
+            return
         if session.structured:
-            wire.write(p.STRUCTURED_REPLY.pack(p.STRUCTURED_REPLY_MAGIC, p.REPLY_FLAG_DONE,
-                                                 p.REPLY_TYPE_ERROR, handle, 6)
-                         + struct.pack(">IH", error, 0))
+            await self._read_structured(wire, session, export.device, handle, offset, length)
         else:
-            wire.write(p.SIMPLE_REPLY.pack(p.SIMPLE_REPLY_MAGIC, error, handle))
+            await self._read_simple(wire, export.device, handle, offset, length)
+
+    async def _read_structured(self, wire: "_Wire", session: _Session, device: BlockDevice,
+                               handle: int, offset: int, length: int) -> None:
+        """One NBD_REPLY_TYPE_OFFSET_DATA chunk per piece, the last one flagged DONE.
+
+        proto.md "NBD_CMD_READ", structured replies: the server MAY split the reply into any
+        number of content chunks, SHOULD keep their offsets and lengths multiples of 512
+        (pieces are cut every 1 MiB from a sector: only the ends of an unaligned read are not),
+        and MAY mark the last content chunk DONE when no error can follow: its data is read
+        before its header is sent. A device error after some chunks ends the reply with an
+        NBD_REPLY_TYPE_ERROR chunk (DONE), which tells the client to trust no chunk of it.
+        """
+        end = offset + length
+        for start, count in _pieces(offset, length):
+            try:
+                data = _device_errors(lambda: read_bytes(device, start, count))
+            except RequestError as err:
+                self._send_error(wire, session, handle, err.error)
+                return
+            flags = p.REPLY_FLAG_DONE if start + count == end else 0
+            wire.write(p.structured_chunk(flags, p.REPLY_TYPE_OFFSET_DATA, handle, 8 + count)
+                       + struct.pack(">Q", start))
+            wire.write(data)
+            await wire.drain()
+
+    async def _read_simple(self, wire: "_Wire", device: BlockDevice, handle: int,
+                           offset: int, length: int) -> None:
+        """The reply header, then the data piece by piece.
+
+        proto.md "NBD_CMD_READ", simple replies: an error found before the header went out is
+        sent in the header, with no data; an error found after it (the header said 0) MUST be
+        answered by an immediate hard disconnect. So the first piece is read before the
+        header is sent, and a later failure drops the connection.
+        """
+        for start, count in _pieces(offset, length):
+            try:
+                data = _device_errors(lambda: read_bytes(device, start, count))
+            except RequestError as err:
+                if start != offset:
+                    raise ProtocolError(f"read error at byte {start} after the reply header "
+                                        f"was sent ({err})") from err
+                wire.write(p.simple_reply(err.error, handle))
+                return
+            if start == offset:
+                wire.write(p.simple_reply(0, handle))
+            wire.write(data)
+            await wire.drain()
+
+    async def _write(self, wire: "_Wire", export: Export, session: _Session, handle: int,
+                     offset: int, length: int) -> None:
+        """NBD_CMD_WRITE, streamed: the payload is received and written piece by piece.
+
+        The whole payload is always read (proto.md: the client MUST send *length* bytes after
+        the header), even when the request is refused or a piece fails; the reply, sent after
+        the last piece, carries the first error. A zero-length write (unspecified, SHOULD NOT
+        disconnect) writes nothing and succeeds.
+        """
+        try:
+            _check_request(export, p.CMD_WRITE, offset, length)
+            error = 0
+        except RequestError as err:
+            error = err.error
+        device = export.device
+        for start, count in _pieces(offset, length):
+            data = await wire.readexactly(count)
+            if not error:
+                try:
+                    _device_errors(lambda: write_bytes(device, start, data))
+                except RequestError as err:
+                    error = err.error
+        if error:
+            self._send_error(wire, session, handle, error)
+        else:
+            wire.write(p.simple_reply(0, handle))
+
+    def _other(self, wire: "_Wire", export: Export, session: _Session, kind: int, flags: int,
+               handle: int, offset: int, length: int) -> None:
+        """Every request but READ and WRITE: no data comes in, at most a small reply goes out."""
+        try:
+            data = self._execute(export, session, kind, flags, offset, length)
+        except RequestError as err:
+            self._send_error(wire, session, handle, err.error)
+            return
+        if kind == p.CMD_BLOCK_STATUS:
+            wire.write(p.structured_chunk(p.REPLY_FLAG_DONE, p.REPLY_TYPE_BLOCK_STATUS,
+                                          handle, len(data)))
+            wire.write(data)
+        else:
+            wire.write(p.simple_reply(0, handle))
+
+    @staticmethod
+    def _send_error(wire: "_Wire", session: _Session, handle: int, error: int) -> None:
+        """An error reply: NBD_REPLY_TYPE_ERROR (DONE) when structured replies were negotiated
+        (proto.md: then a READ MUST NOT get a simple reply), else a simple reply's error."""
+        if session.structured:
+            wire.write(p.structured_chunk(p.REPLY_FLAG_DONE, p.REPLY_TYPE_ERROR, handle, 6)
+                       + struct.pack(">IH", error, 0))
+        else:
+            wire.write(p.simple_reply(error, handle))
 
     def _execute(self, export: Export, session: _Session, kind: int, flags: int, offset: int,
-                 length: int, payload: bytes) -> bytes:
-        """Run one request against the device; the bytes to send back (READ, BLOCK_STATUS)."""
+                 length: int) -> bytes:
+        """Run one request other than READ/WRITE; the bytes to send back (BLOCK_STATUS)."""
         device = export.device
-        writes = kind in (p.CMD_WRITE, p.CMD_TRIM, p.CMD_WRITE_ZEROES)
-        if writes and device.readonly:
-            raise RequestError(errno.EPERM)
-        if kind in (p.CMD_READ, p.CMD_WRITE, p.CMD_TRIM, p.CMD_WRITE_ZEROES,
-                    p.CMD_BLOCK_STATUS, p.CMD_CACHE) and offset + length > export.size:
-            raise RequestError(errno.ENOSPC if writes else errno.EINVAL)
-        if kind == p.CMD_READ:
-            return _device_errors(lambda: read_bytes(device, offset, length))
-        if kind == p.CMD_WRITE:
-            _device_errors(lambda: write_bytes(device, offset, payload))
-        elif kind == p.CMD_FLUSH:
+        _check_request(export, kind, offset, length)
+        if kind == p.CMD_FLUSH:
             _device_errors(export.flush)
         elif kind == p.CMD_TRIM:
             if not export.discard:
@@ -394,6 +555,54 @@ class NbdServer:
         elif kind != p.CMD_CACHE:
             raise RequestError(errno.EINVAL)
         return b""
+
+
+def _check_request(export: Export, kind: int, offset: int, length: int) -> None:
+    """Refuse what the export cannot do: writes to a read-only unit (EPERM), ranges past its
+    end (ENOSPC for writes, EINVAL otherwise; proto.md "Error values")."""
+    writes = kind in (p.CMD_WRITE, p.CMD_TRIM, p.CMD_WRITE_ZEROES)
+    if writes and export.device.readonly:
+        raise RequestError(errno.EPERM)
+    if kind in (p.CMD_READ, p.CMD_WRITE, p.CMD_TRIM, p.CMD_WRITE_ZEROES,
+                p.CMD_BLOCK_STATUS, p.CMD_CACHE) and offset + length > export.size:
+        raise RequestError(errno.ENOSPC if writes else errno.EINVAL)
+
+
+def _pieces(offset: int, length: int, size: int = STREAM_CHUNK) -> Iterator[tuple[int, int]]:
+    """(start, count) pieces covering offset..offset+length; none for length 0.
+
+    Cut every `size` bytes from the request's first sector, as the block layer splits a bio
+    from its start (bio_split_rw() get_max_io_size() [6.1]): `size` being a multiple of every
+    profile's request limit (cow_request_sectors, 64 sectors), the device then sees exactly
+    the requests and segments of the unsplit request, so [6.1]'s read offset drift
+    (device_rules.read_offset_drift) gives the same bytes as before streaming. Every piece
+    but the first starts on a sector, as proto.md asks of chunks where possible.
+    """
+    position, end = offset, offset + length
+    base = offset - offset % SECTOR_SIZE
+    while position < end:
+        step = min(size - (position - base) % size, end - position)
+        yield position, step
+        position += step
+
+
+def _greeting() -> bytes:
+    """The fixed newstyle server greeting (proto.md "Fixed newstyle negotiation")."""
+    return struct.pack(">QQH", p.NBDMAGIC, p.IHAVEOPT, p.FLAG_FIXED_NEWSTYLE | p.FLAG_NO_ZEROES)
+
+
+def _option_reply(option: int, kind: int, data: bytes = b"") -> bytes:
+    return p.OPTION_REPLY.pack(p.OPT_REPLY_MAGIC, option, kind, len(data)) + data
+
+
+async def _read_option(wire: "_Wire") -> tuple[int, bytes]:
+    """One option request: (option, data). Data is bounded by MAX_OPTION_LENGTH."""
+    magic, option, length = p.OPTION_HEADER.unpack(await wire.readexactly(p.OPTION_HEADER.size))
+    if magic != p.IHAVEOPT:
+        raise ProtocolError("bad option magic")
+    if length > MAX_OPTION_LENGTH:
+        raise ProtocolError(f"option {option} of {length} bytes")
+    return option, bytes(await wire.readexactly(length))
 
 
 def read_bytes(device: BlockDevice, offset: int, length: int) -> bytes:
