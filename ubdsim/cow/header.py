@@ -54,6 +54,13 @@ class CowHeader:
         return replace(self, layout=layout, notes=())
 
 
+def has_magic(data: bytes) -> bool:
+    """Does `data` start with the COW magic in either byte order (however short the rest)?"""
+    if len(data) < 4:
+        return False
+    return COW_MAGIC in (struct.unpack_from("<I", data)[0], struct.unpack_from(">I", data)[0])
+
+
 def probe(data: bytes) -> int | None:
     """The version a file announces, or None when the magic is absent (raw file).
 

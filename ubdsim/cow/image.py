@@ -168,6 +168,23 @@ class CowImage:
         return bm.count_set(self.bitmap[first_byte:], total_bits - first_byte * 8) - \
             bm.count_set(self.bitmap[first_byte:], self.sectors - first_byte * 8)
 
+    def bits_after_bitmap(self) -> tuple[int, tuple[int, int]]:
+        """Set bits between a V1/V2 bitmap's end and the data area, and that byte range.
+
+        With the rounding bug the last sectors have no bit; the kernel's bitmap write-back for
+        them (2.4: two 32-bit words, no guard at the bitmap's end) lands in these bytes, which
+        no reader ever looks at.
+        """
+        g = self.geometry
+        start = g.bitmap_offset + g.bitmap_len
+        length = max(0, min(g.data_offset, self.file_size) - start)
+        uncovered = g.sectors - g.bitmap_len * 8
+        if not length or uncovered <= 0:
+            return 0, (start, length)
+        data = os.pread(self.fd, length, start)
+        bits = int.from_bytes(data, "little") & ((1 << uncovered) - 1)
+        return bin(bits).count("1"), (start, length)
+
     def grown_over(self, backing_size: int) -> bool:
         """[resize] Is this a COW file grown past a backing file of `backing_size` bytes?
 

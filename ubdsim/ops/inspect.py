@@ -165,7 +165,7 @@ def _inspect_data(path: str, geometry: Geometry, st: os.stat_result, hazards: li
                 f"the last {uncovered} sectors have no bit, so the kernel's bitmap write-back for them lands "
                 "after the bitmap and is never read back; ubdsim moo takes them from the backing "
                 "file, uml_moo from wherever the heap bytes past its bitmap buffer point")))
-            slack = _slack_after_bitmap(image, geometry)
+            slack, _ = image.bits_after_bitmap()
             if slack:
                 hazards.append(Hazard("bits_after_bitmap", (
                     f"{slack} bits are set in the bytes between the bitmap's end and the data area: "
@@ -181,16 +181,3 @@ def _inspect_data(path: str, geometry: Geometry, st: os.stat_result, hazards: li
                 f"the file ({st.st_size} bytes) ends before the data area starts "
                 f"({geometry.data_offset}): truncated; missing bitmap bytes read as clear")))
         return marked
-
-
-def _slack_after_bitmap(image: CowImage, geometry: Geometry) -> int:
-    """Set bits in the bytes between bitmap end and data_offset (where 2.4's word write-back
-    of the uncovered sectors' bits lands)."""
-    start = geometry.bitmap_offset + geometry.bitmap_len
-    length = max(0, min(geometry.data_offset, image.file_size) - start)
-    if not length:
-        return 0
-    data = os.pread(image.fd, length, start)
-    uncovered = geometry.sectors - geometry.bitmap_len * 8
-    bits = int.from_bytes(data, "little") & ((1 << uncovered) - 1)
-    return bin(bits).count("1")
