@@ -41,6 +41,7 @@ from ..cow.header import CowHeader, pack_header, read_header
 from ..cow.layouts import HEADER_READ_SIZE
 from ..cow.sizes import Geometry, div_round
 from ..errors import ResizeError
+from ..fileio import copy_range
 from .api import SECTOR_SIZE
 from .hostio import (FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, data_extents, fallocate,
                      iter_extents, pread_full, pwrite_full)
@@ -247,7 +248,7 @@ def _rebuild_beside(target: str, fd: int, st: os.stat_result, layout: ResizePlan
             for offset, length in layout.data_extents(fd):
                 for piece, size in _chunks(offset, length, chunk, backwards=False):
                     step()
-                    _copy_range(fd, out, size, piece, piece + shift)
+                    copy_range(fd, out, size, piece, piece + shift)
             for offset, piece in layout.bitmap_chunks(fd, chunk):
                 step()
                 pwrite_full(out, piece, offset)
@@ -273,20 +274,6 @@ def _rebuild_beside(target: str, fd: int, st: os.stat_result, layout: ResizePlan
         os.fsync(dfd)
     finally:
         os.close(dfd)
-
-
-def _copy_range(src: int, dst: int, length: int, src_offset: int, dst_offset: int) -> None:
-    """copy_file_range() (a reflink where the filesystem shares extents), pread/pwrite else."""
-    while length:
-        try:
-            done = os.copy_file_range(src, dst, length, src_offset, dst_offset)
-        except OSError as err:
-            if err.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
-                raise
-            done = os.pwrite(dst, pread_full(src, length, src_offset), dst_offset)
-        if done <= 0:
-            raise ResizeError("copy of the data area stopped short", errno=errno.EIO)
-        length, src_offset, dst_offset = length - done, src_offset + done, dst_offset + done
 
 
 __all__ = ["MODES", "ResizePlan", "plan", "resize_file"]

@@ -14,9 +14,10 @@ from .guard import (DISK_KINDS, create_private, is_disk_kind, kind_name, open_di
                     open_log, open_own_regular, refuse_non_disk, refuse_same_file, same_file)
 from .names import shown
 from .newfile import CREATE_MODE, TEMP_SUFFIX, new_file_beside, sweep_stale_temps
-from .writes import data_extents, fsync_directory, pwrite_all
+from .rewrite import rewrite_beside
+from .writes import copy_range, data_extents, fsync_directory, pwrite_all
 
-__all__ = ["CREATE_MODE", "DISK_KINDS", "TEMP_SUFFIX", "create_private", "data_extents",
+__all__ = ["CREATE_MODE", "DISK_KINDS", "TEMP_SUFFIX", "copy_range", "create_private", "data_extents",
            "fsync_directory", "is_disk_kind", "kind_name", "new_file_beside", "open_disk_file",
            "open_log", "open_own_regular", "pwrite_all", "refuse_non_disk", "refuse_same_file",
-           "same_file", "shown", "sweep_stale_temps"]
+           "rewrite_beside", "same_file", "shown", "sweep_stale_temps"]

@@ -27,6 +27,20 @@ def fsync_directory(directory: bytes | str) -> None:
         os.close(dfd)
 
 
+def copy_range(src: int, dst: int, length: int, src_offset: int, dst_offset: int) -> None:
+    """copy_file_range() (a reflink where the filesystem shares extents), pread/pwrite else."""
+    while length:
+        try:
+            done = os.copy_file_range(src, dst, length, src_offset, dst_offset)
+        except OSError as err:
+            if err.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            done = pwrite_all(dst, os.pread(src, length, src_offset), dst_offset)
+        if done <= 0:
+            raise OSError(errno.EIO, "copy stopped short (the source file shrank?)")
+        length, src_offset, dst_offset = length - done, src_offset + done, dst_offset + done
+
+
 def data_extents(fd: int, start: int, end: int) -> Iterator[tuple[int, int]]:
     """The (start, end) byte ranges within [start, end) that hold data, holes skipped.
 
