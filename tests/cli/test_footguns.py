@@ -353,3 +353,20 @@ def test_shown_matches_ls_b_for_every_byte(tmp):
     listed = subprocess.run(["ls", "-b", "-1", "-U", "names"], capture_output=True, check=True,
                             env={**os.environ, "LC_ALL": "C.UTF-8"}).stdout.decode().splitlines()
     assert sorted(listed) == sorted(shown(name) for name in names)
+
+
+def test_sector_size_zero_under_serve_says_so(tmp):
+    """Item 11 for `serve` (test_resize_safety covers `run`): the refusal line at each open
+    (the boot's, then the server's), then why nothing is exported; no traceback, exit 1."""
+    from tests.cow.builders import pack_spec_header
+    random_file("b.img", 65536, seed=8)
+    st_ = os.stat("b.img")
+    with open("ss0.cow", "wb") as f:
+        f.write(pack_spec_header(3, os.fsencode(os.path.abspath("b.img")), int(st_.st_mtime),
+                                 65536, ss=0))
+    before = sha("ss0.cow")
+    r = ubdsim("serve", "--kernel", "6.1", "--unix", "s.sock", "ubd0=ss0.cow,b.img")
+    refusal = 'ubd: cow file "ss0.cow" has sector size 0 in its header, refusing it\n'
+    assert r.returncode == 1 and r.stderr == refusal * 2 + (
+        "ubdsim serve: error: no unit opened, nothing to export\n")
+    assert sha("ss0.cow") == before and not os.path.exists("s.sock")
