@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno as _errno
 import fcntl
 import os
+import signal
 import stat
 import tempfile
 from collections.abc import Iterator
@@ -74,17 +75,43 @@ def _remove_if_abandoned(path: bytes) -> bool:
 
 
 def _locked_temp(directory: bytes, prefix: bytes) -> tuple[int, bytes]:
-    """mkstemp + flock, retried if a sweeper removed the name between the two."""
+    """mkstemp + flock, retried if a sweeper removed the name between the two. A signal
+    arriving in between (SIGTERM raises here too) removes the half-made temporary."""
     while True:
         fd, temp = tempfile.mkstemp(dir=directory, prefix=prefix + str(os.getpid()).encode() + b".",
                                     suffix=TEMP_SUFFIX)
-        fcntl.flock(fd, fcntl.LOCK_EX)
         try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
             if os.path.samestat(os.fstat(fd), os.lstat(temp)):
                 return fd, temp
         except FileNotFoundError:
             pass
+        except BaseException:
+            os.close(fd)
+            _unlink_quietly(temp)
+            raise
         os.close(fd)
+
+
+@contextmanager
+def _stop_signals_deferred() -> Iterator[None]:
+    """Hold SIGINT, SIGTERM and SIGHUP until the block ends. Their handlers raise (Ctrl-C and
+    ubdsim.cli.signals), and one raised after mkstemp() but before the caller has the name
+    would leave the temporary file behind; held, it is raised just after, where the
+    caller's cleanup covers it. (pthread_sigmask: only the main thread gets signals here.)"""
+    held = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _unlink_quietly(path: bytes) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 @contextmanager
@@ -100,12 +127,13 @@ def new_file_beside(target: bytes | str, *, exclusive: bool) -> Iterator[int]:
     target_b = os.fsencode(target)
     directory = os.path.dirname(target_b) or b"."
     sweep_stale_temps(target_b)
+    fd, temp, published = -1, b"", False
     try:
-        fd, temp = _locked_temp(directory, _temp_prefix(target_b))
-    except OSError as err:
-        raise OSError(err.errno, err.strerror, target_b) from None
-    published = False
-    try:
+        try:
+            with _stop_signals_deferred():      # no signal between creating and recording it
+                fd, temp = _locked_temp(directory, _temp_prefix(target_b))
+        except OSError as err:
+            raise OSError(err.errno, err.strerror, target_b) from None
         umask = os.umask(0)
         os.umask(umask)
         os.fchmod(fd, CREATE_MODE & ~umask)
@@ -123,12 +151,10 @@ def new_file_beside(target: bytes | str, *, exclusive: bool) -> Iterator[int]:
             os.unlink(temp)
         fsync_directory(directory)
     finally:
-        os.close(fd)
-        if not published:
-            try:
-                os.unlink(temp)
-            except FileNotFoundError:
-                pass
+        if fd >= 0:
+            os.close(fd)
+        if temp and not published:
+            _unlink_quietly(temp)
 
 
 __all__ = ["CREATE_MODE", "TEMP_SUFFIX", "new_file_beside", "sweep_stale_temps"]
