@@ -30,7 +30,7 @@ import errno
 import os
 import stat
 from array import array
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from itertools import chain
 
@@ -42,6 +42,7 @@ from ..cow.layouts import HEADER_READ_SIZE
 from ..cow.sizes import Geometry, div_round
 from ..errors import ResizeError
 from ..fileio import copy_range
+from ..fileio.steps import Fault, FaultSteps
 from .api import SECTOR_SIZE
 from .hostio import (FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, data_extents, fallocate,
                      iter_extents, pread_full, pwrite_full)
@@ -49,7 +50,6 @@ from .hostio import (FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, data_extents, fa
 MODES = ("safe", "in-place")
 CHUNK = 1 << 20
 TEMP_SUFFIX = ".ubdsim-resize"
-Fault = Callable[[int], None]
 
 
 @dataclass(frozen=True)
@@ -131,18 +131,6 @@ def plan(fd: int, new_size: int, backing_size: int) -> ResizePlan:
                       old_length=os.fstat(fd).st_size, marked=(first, max(first, last)))
 
 
-class _Steps:
-    """Counts mutating steps and calls the fault hook before each."""
-
-    def __init__(self, fault: Fault | None) -> None:
-        self.fault, self.count = fault, 0
-
-    def __call__(self) -> None:
-        if self.fault is not None:
-            self.fault(self.count)
-        self.count += 1
-
-
 def _chunks(offset: int, length: int, chunk: int, backwards: bool) -> Iterator[tuple[int, int]]:
     starts = range(offset, offset + length, chunk)
     for o in (reversed(starts) if backwards else starts):
@@ -170,7 +158,7 @@ def resize_file(path: str, new_size: int, backing_size: int, *, mode: str = "saf
         if not stat.S_ISREG(st.st_mode):
             raise ResizeError(f"'{path}' is not a regular file: it cannot be grown",
                               errno=errno.EINVAL, msg_id="device.resize_not_regular", args=(path,))
-        step = _Steps(fault)
+        step = FaultSteps(fault)
         if mode == "in-place":
             _move_in_place(fd, layout, step, chunk)
         else:
@@ -184,7 +172,7 @@ def resize_file(path: str, new_size: int, backing_size: int, *, mode: str = "saf
         os.close(fd)
 
 
-def _move_in_place(fd: int, layout: ResizePlan, step: _Steps, chunk: int) -> None:
+def _move_in_place(fd: int, layout: ResizePlan, step: FaultSteps, chunk: int) -> None:
     """The patch's move: extend, copy data extents last bytes first, punch, bitmap, header."""
     og, ng, shift = layout.old_geometry, layout.new_geometry, layout.shift
     # Collected before anything moves (the move creates data where the walk would look next),
@@ -225,7 +213,7 @@ def _temp_path(target: str) -> str:
     return os.path.join(directory, f".{name}{TEMP_SUFFIX}")
 
 
-def _rebuild_beside(target: str, fd: int, st: os.stat_result, layout: ResizePlan, step: _Steps,
+def _rebuild_beside(target: str, fd: int, st: os.stat_result, layout: ResizePlan, step: FaultSteps,
                     chunk: int) -> None:
     """Build the grown file under a temporary name beside `target` (the real file, not a
     link to it), with its owner, group and mode, fsync it, rename it over `target`."""

@@ -9,18 +9,17 @@ without writing.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from ..cow.image import CowImage
 from ..doctor.findings import WARNING
 from ..doctor.repairs import CONFIRM, PLANNERS, Repair
 from ..fileio import pwrite_all, rewrite_beside, shown
+from ..fileio.steps import Fault, FaultSteps
 from ..profiles import Profile
 from .check import CheckReport, check
 from .locks import refuse_if_locked
 
-Fault = Callable[[int], None]
 
 
 @dataclass(frozen=True)
@@ -68,8 +67,7 @@ def repair(path: str, *, backing: str | None = None, profile: Profile | None = N
     repairs, skipped = _plan(path, before, set(confirmed))
     if repairs and not dry_run:
         refuse_if_locked(path, shown(path))    # check() let a reader's lock pass
-        steps = iter(range(1 << 62))
-        step = (lambda: fault(next(steps))) if fault else (lambda: None)
+        step = FaultSteps(fault)
         with rewrite_beside(path, step) as fd:
             for fix in repairs:
                 for edit in fix.edits:
