@@ -18,6 +18,7 @@ import time
 import pytest
 
 from tests.cow.builders import UBDSIM, build_cow, random_file, run
+from tests.mounts import tmpfs
 from ubdsim.fileio import sweep_stale_temps
 
 WAIT = 20                       # seconds any single call may take before it counts as a hang
@@ -276,13 +277,8 @@ def test_a_live_builders_temporary_file_is_never_swept(tmp):
 
 @pytest.fixture
 def small_fs(tmp):
-    mnt = tmp / "mnt"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], check=True)
-    try:
+    with tmpfs(tmp / "mnt", "2m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=True)
 
 
 def test_moo_d_out_of_space_names_the_partly_merged_backing_and_resumes(tmp, small_fs):

@@ -27,6 +27,7 @@ from ubdsim.device.open import open_unit
 from ubdsim.errors import UbdError
 
 from ..cow.builders import UBDSIM, pack_spec_header, run
+from ..mounts import tmpfs
 from .oracle import readonly_mount
 from .test_resize import MIB, P24, _sha, cow24  # noqa: F401  (cow24 is a fixture)
 
@@ -120,13 +121,8 @@ def test_planted_symlink_at_the_temporary_name_is_not_followed(cow24):
 @pytest.fixture
 def full_tmpfs(tmp_path):
     """A real 1 MiB tmpfs, unmounted afterwards."""
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], check=True)
-    try:
+    with tmpfs(tmp_path / "small", "1m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", str(mnt)], check=True)
 
 
 def test_full_disk_prints_one_line_and_leaves_the_file(cow24, full_tmpfs):

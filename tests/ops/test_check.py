@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from kernel_ref import launcher
 from tests.cow.builders import UBDSIM, build_cow, pack_spec_header, random_file, run
+from tests.ops.damage import damaged_cow
 from ubdsim.cmdline.spec import UnitSpec
 from ubdsim.device.open import open_unit
 from ubdsim.errors import UbdError
@@ -234,18 +234,9 @@ def test_a_one_tib_sparse_cow_is_checked_from_its_extents(tmp):
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 2**32 - 1), flips=st.integers(1, 40), version=st.sampled_from([1, 2, 3]))
 def test_random_damage_never_crashes_check(tmp_path_factory, seed, flips, version):
-    d = tmp_path_factory.mktemp("fuzz")
-    backing = d / "b.img"
-    random_file(str(backing), 20 * 512 + 300, seed=seed)
-    rng = random.Random(seed)
-    build_cow(str(d / "c.cow"), version, str(backing),
-              {s: rng.randbytes(512) for s in rng.sample(range(20), 5)})
-    data = bytearray(open(d / "c.cow", "rb").read())
-    for _ in range(flips):
-        data[rng.randrange(min(len(data), 16384))] = rng.randrange(256)
-    (d / "c.cow").write_bytes(data)
+    cow = damaged_cow(tmp_path_factory.mktemp("fuzz"), seed, flips, version, within=16384)
     try:
-        report = check(str(d / "c.cow"))
+        report = check(str(cow))
     except UbdError:
         return                                       # a refusal with one line is fine
     assert report.status in (0, 2, 3, 63)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
 import shutil
 import signal
 import subprocess
@@ -20,6 +19,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from kernel_ref import launcher
 from tests.cow.builders import UBDSIM, build_cow, random_file, run
+from tests.ops.damage import damaged_cow
 from ubdsim.errors import UbdError
 from ubdsim.ops.check import check
 from ubdsim.ops.repair import repair
@@ -171,18 +171,9 @@ def test_repair_keeps_links_owner_and_mode_and_refuses_hard_links(tmp):
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 2**32 - 1), flips=st.integers(1, 30), version=st.sampled_from([1, 2, 3]))
 def test_repair_never_makes_a_file_worse(tmp_path_factory, seed, flips, version):
-    d = tmp_path_factory.mktemp("fuzz")
-    backing = d / "b.img"
-    random_file(str(backing), 20 * 512 + 300, seed=seed)
-    rng = random.Random(seed)
-    build_cow(str(d / "c.cow"), version, str(backing),
-              {s: rng.randbytes(512) for s in rng.sample(range(20), 5)})
-    data = bytearray(open(d / "c.cow", "rb").read())
-    for _ in range(flips):
-        data[rng.randrange(len(data))] = rng.randrange(256)
-    (d / "c.cow").write_bytes(data)
+    cow = damaged_cow(tmp_path_factory.mktemp("fuzz"), seed, flips, version)
     try:
-        result = repair(str(d / "c.cow"), confirmed=frozenset({"mark-orphans"}))
+        result = repair(str(cow), confirmed=frozenset({"mark-orphans"}))
     except UbdError:
         return
     before = result.before.status
