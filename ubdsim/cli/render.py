@@ -80,3 +80,65 @@ def merge_text(result: MergeResult) -> str:
     return (f"merged {shown(result.cow)} {where}{resumed}: {result.sectors_from_cow} sectors from the COW "
             f"file, {result.sectors_from_backing} from {shown(result.backing)}; "
             f"{result.bytes_written} bytes written in {result.seconds:.2f} s")
+
+
+# -- map, compare, convert (qemu-img's conventions) ------------------------------------------
+# Types only: importing these operations here would make `info` and `moo` load them too,
+# and a broken module of one command must not break the others (see cli/__init__.py).
+from typing import TYPE_CHECKING  # noqa: E402
+
+if TYPE_CHECKING:
+    from ..ops.compare import CompareResult
+    from ..ops.convert import ConvertResult
+    from ..ops.map import MapReport
+
+
+def _c_hex(n: int) -> str:
+    """C's printf("%#x"): qemu-img prints 0 as "0", not "0x0"."""
+    return f"{n:#x}" if n else "0"
+
+
+def map_text(report: MapReport) -> str:
+    """qemu-img map's human format: only runs holding data, as `Offset Length Mapped to File`.
+
+    Known-zero runs (holes, qcow2 zero clusters, the grown tail) are left out, as qemu-img
+    leaves them out; adjacent printed runs of one file with contiguous offsets are one line.
+    """
+    lines = [f"{'Offset':<16}{'Length':<16}{'Mapped to':<16}File"]
+    shown_runs: list[list] = []
+    for e in report.entries:
+        if not e.data or e.zero:
+            continue
+        last = shown_runs[-1] if shown_runs else None
+        if last and last[0] + last[1] == e.start and last[3] == e.file and last[2] + last[1] == e.offset:
+            last[1] += e.length
+        else:
+            shown_runs.append([e.start, e.length, e.offset, e.file])
+    for start, length, offset, file in shown_runs:
+        lines.append(f"{_c_hex(start):<16}{_c_hex(length):<16}{_c_hex(offset):<16}{shown(file)}")
+    return "\n".join(lines)
+
+
+def compare_lines(result: CompareResult) -> list[str]:
+    """What qemu-img compare prints for the same outcome, line for line."""
+    common = min(result.size_a, result.size_b)
+    if result.reason == "size":
+        return ["Strict mode: Image size mismatch!"]
+    if result.reason == "block_status":
+        return [f"Strict mode: Offset {result.offset} block status mismatch!"]
+    warning = ["Warning: Image size mismatch!"] if result.size_mismatch else []
+    if result.reason == "content":
+        in_extra = result.first_differing_byte is not None and result.first_differing_byte >= common
+        return (warning if in_extra else []) + [f"Content mismatch at offset {result.offset}!"]
+    return warning + ["Images are identical."]
+
+
+def convert_text(result: ConvertResult) -> str:
+    what = {"cow": "COW file", "raw": "raw image", "qcow2": "qcow2 image"}
+    over = f" over {shown(result.backing_name)}" if result.backing_name else ""
+    lines = [f"converted {shown(result.source)} ({what[result.source_format]}) to "
+             f"{shown(result.output)} ({what[result.output_format]}{over}): {result.ranges} "
+             f"ranges, {result.bytes_copied} data bytes, {result.bytes_zeroed} bytes as zeros, "
+             f"in {result.seconds:.2f} s"]
+    lines += ["  ran: " + " ".join(shown(word) for word in argv) for argv in result.commands]
+    return "\n".join(lines)

@@ -149,10 +149,10 @@ def merge_new(cow: str, output: str, *, backing: str | None = None, force: bool 
         bfd = open_disk_file(backing_path, os.O_RDONLY, "backing file")
         try:
             lock_file(bfd, shown(backing_path), exclusive=False)
-            _refuse_output(output, force, (cow, backing_path))
+            refuse_output(output, force, (cow, backing_path))
             size = image.geometry.size
             written = 0
-            with _named_write_errors(output), \
+            with named_write_errors(output), \
                     new_file_beside(output, exclusive=False) as ofd:
                 buf = memoryview(bytearray(chunk_bytes))
                 extents = merge_intervals(data_extents(bfd, 0, size), _marked_byte_ranges(image))
@@ -247,7 +247,7 @@ def _partly_merged(cow: str, backing: str, done: int, total: int, err: OSError) 
 
 
 @contextmanager
-def _named_write_errors(output: str) -> Iterator[None]:
+def named_write_errors(output: str) -> Iterator[None]:
     """A full disk while writing NEWFILE names NEWFILE (not our temporary name, not nothing)."""
     try:
         yield
@@ -257,7 +257,7 @@ def _named_write_errors(output: str) -> Iterator[None]:
         raise
 
 
-def _refuse_output(output: str, force: bool, inputs: tuple[str, ...]) -> None:
+def refuse_output(output: str, force: bool, inputs: tuple[str, ...]) -> None:
     """Never replace an input; replace another existing file only when forced."""
     try:
         out_st = os.stat(output)
