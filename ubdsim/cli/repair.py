@@ -12,9 +12,14 @@ leaks left, 1 repair could not run). The repairs:
   mark-orphans         only with --mark-orphans: set the bits of sectors that hold written
                        data whose bit was lost, so the guest reads that data (it was written
                        but never acknowledged: the guest's e2fsck judges what it means).
-Everything else (a missing or changed backing file, a broken header, a truncated file) is
-listed as not repaired with the reason; the exit status still counts it. A backing file that
-moved or was copied without `cp -p`: `ubdsim rebase`.
+  rebase               with -b BACKING, the backing file as it is now (moved, or copied
+                       without `cp -p`): the header is pointed at it (its path, size and
+                       mtime) by `ubdsim rebase`'s safe mode, which first compares what the
+                       guest reads from the backing file between the old file and BACKING
+                       (--trust-new when the old one is gone: nothing to compare with).
+Everything else (a missing backing file with no -b, a changed backing file, a broken
+header, a truncated file) is listed as not repaired with the reason; the exit status still
+counts it.
 
 Safety: the repaired file is built beside the original (its data extents copied with
 copy_file_range, holes kept), fsynced and renamed over it: a kill at any moment leaves the
@@ -38,7 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true", help="say what would be done, change nothing")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("-b", "--backing", metavar="BACKING",
-                        help="check against this backing file instead of the header's")
+                        help="the backing file as it is now: check against it, and point the "
+                             "header at it (see rebase above)")
+    parser.add_argument("--trust-new", action="store_true",
+                        help="with -b: rebase without a content check (the old backing is gone)")
     parser.add_argument("--kernel", choices=list(PROFILES), default=None, metavar="P",
                         help="judge for one kernel profile (2.4, 2.4-stock, 6.1)")
     parser.add_argument("--mark-orphans", action="store_true",
@@ -66,6 +74,6 @@ def run(args: argparse.Namespace) -> int:
     profile = get_profile(args.kernel) if args.kernel else None
     confirmed = frozenset({"mark-orphans"} if args.mark_orphans else ())
     result = repair(args.cow, backing=args.backing, profile=profile, dry_run=args.dry_run,
-                    confirmed=confirmed)
+                    confirmed=confirmed, trust_new=args.trust_new)
     print(to_json(result) if args.json else result_text(result))
     return result.status

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from ..cow.image import CowImage
+from ..cow.image import CowImage, read_header_file
 from ..doctor.findings import WARNING
 from ..doctor.repairs import CONFIRM, PLANNERS, Repair
-from ..fileio import pwrite_all, rewrite_beside, shown
+from ..fileio import pwrite_all, rewrite_beside, same_file, shown
 from ..fileio.steps import Fault, FaultSteps
 from ..profiles import Profile
 from .check import CheckReport, check
 from .locks import refuse_if_locked
+from .rebase import rebase
+
+REBASE_FIXES = {"backing.mtime_mismatch"}   # what pointing the header at -b's file mends
 
 
 
@@ -41,30 +44,63 @@ class RepairResult:
         return {**asdict(self), "status": self.status}
 
 
-def _plan(path: str, report: CheckReport, confirmed: set[str]) -> tuple[list[Repair], list[dict]]:
+def _plan(path: str, report: CheckReport, confirmed: set[str],
+          rebased: bool) -> tuple[list[Repair], list[dict]]:
     repairs: list[Repair] = []
     skipped: list[dict] = []
-    with CowImage.open(path) as image:
-        for finding in report.findings:
-            if finding.repair is None:
-                if finding.severity != WARNING:
-                    skipped.append({"finding": finding.id, "severity": finding.severity,
-                                    "reason": "no safe repair: see check's explanation"})
-                continue
-            if finding.repair in CONFIRM and finding.repair not in confirmed:
+    wanted = []
+    for finding in report.findings:
+        if rebased and finding.id in REBASE_FIXES:
+            continue
+        if finding.repair is None:
+            if finding.severity != WARNING:
                 skipped.append({"finding": finding.id, "severity": finding.severity,
-                                "reason": f"needs your confirmation: --{finding.repair}"})
-                continue
-            repairs.append(PLANNERS[finding.repair](image, finding))
+                                "reason": "no safe repair: see check's explanation"})
+        elif finding.repair in CONFIRM and finding.repair not in confirmed:
+            skipped.append({"finding": finding.id, "severity": finding.severity,
+                            "reason": f"needs your confirmation: --{finding.repair}"})
+        else:
+            wanted.append(finding)
+    if wanted:                   # only a file whose geometry works has a planned repair
+        with CowImage.open(path) as image:
+            repairs = [PLANNERS[f.repair](image, f) for f in wanted]
     return repairs, skipped
+
+
+def _needs_rebase(path: str, backing: str, report: CheckReport) -> bool:
+    """-b names the backing file as it is now: point the header at it when the header names
+    another file, or when it differs from the header by mtime (a copy without `cp -p`)."""
+    header, _ = read_header_file(path)
+    return (not same_file(header.backing_path, backing)
+            or any(f.id in REBASE_FIXES for f in report.findings))
+
+
+def _rebase(path: str, backing: str, trust_new: bool, dry_run: bool) -> dict:
+    if dry_run:
+        return {"action": "rebase", "finding": "backing", "bytes_changed": 0, "caveats": [],
+                "text": f"point the header at '{shown(backing)}' (its path, size and mtime), "
+                        "after rebase's content check"}
+    result = rebase(path, backing, trust_new=trust_new)
+    return {"action": "rebase", "finding": "backing", "bytes_changed": 0, "caveats": result.warnings,
+            "text": f"the header now names '{shown(result.new_backing)}' (mtime {result.new_mtime}); "
+                    f"content check: {result.check} ({result.compared_bytes} bytes compared)"}
 
 
 def repair(path: str, *, backing: str | None = None, profile: Profile | None = None,
            dry_run: bool = False, confirmed: frozenset[str] = frozenset(),
-           fault: Fault | None = None) -> RepairResult:
-    """Repair the COW file `path`; `confirmed` names the repairs the user asked for by name."""
+           trust_new: bool = False, fault: Fault | None = None) -> RepairResult:
+    """Repair the COW file `path`; `confirmed` names the repairs the user asked for by name.
+
+    `backing` is the backing file as it is now (moved, or copied without `cp -p`): the check
+    is made against it, and the header is pointed at it by `rebase` (safe mode: the content
+    is compared with the old backing file; `trust_new` when that one is gone).
+    """
     before = check(path, backing=backing, profile=profile)
-    repairs, skipped = _plan(path, before, set(confirmed))
+    done: list[dict] = []
+    rebased = backing is not None and before.format == "cow" and _needs_rebase(path, backing, before)
+    if rebased:
+        done.append(_rebase(path, backing, trust_new, dry_run))
+    repairs, skipped = _plan(path, before, set(confirmed), rebased)
     if repairs and not dry_run:
         refuse_if_locked(path, shown(path))    # check() let a reader's lock pass
         step = FaultSteps(fault)
@@ -73,9 +109,9 @@ def repair(path: str, *, backing: str | None = None, profile: Profile | None = N
                 for edit in fix.edits:
                     step()
                     pwrite_all(fd, edit.data, edit.offset)
-    after = check(path, backing=backing, profile=profile) if repairs and not dry_run else None
-    done = [{"action": r.action, "finding": r.finding, "text": r.text,
-             "bytes_changed": r.bytes_changed, "caveats": r.caveats} for r in repairs]
+    done += [{"action": r.action, "finding": r.finding, "text": r.text,
+              "bytes_changed": r.bytes_changed, "caveats": r.caveats} for r in repairs]
+    after = check(path, backing=backing, profile=profile) if done and not dry_run else None
     return RepairResult(path=path, dry_run=dry_run, repaired=done, not_repaired=skipped,
                         before=before, after=after)
 
