@@ -13,6 +13,15 @@ sectors 0-7 and a COW file gets bits 0-7 (observed with linux.uml). ubdsim write
 once instead of leaving dirty pages (same final bytes, and crash states stay simple), with the
 same granularity, and keeps the cached clean pages current. O_DIRECT bypasses the cache: exactly the sectors asked, and misaligned offsets,
 lengths or buffer addresses get EINVAL (block/fops.c blkdev_dio_unaligned() [6.1]).
+
+The calls that act on the cache do to these pages what the kernel does to its own (each
+compared with linux.uml in tests/harness/test_cache_calls.py): WILLNEED and readahead(2)
+read in (force_page_cache_ra()), DONTNEED and BLKFLSBUF drop clean pages
+(invalidate_mapping_pages()), fallocate, BLKDISCARD and BLKZEROOUT truncate their range
+(truncate_inode_pages_range(): partial pages zeroed in place) or, with another exclusive
+holder, invalidate it (invalidate_inode_pages2_range()), O_DIRECT writes invalidate the pages
+they touch, BLKBSZSET to a new size drops everything (kill_bdev()). Since ubdsim has no dirty
+pages, "clean pages only" is every page.
 """
 from __future__ import annotations
 
@@ -91,6 +100,8 @@ def zero(dev: BlockDevice, pos: int, length: int) -> None:
 CACHE_PAGES = 8192
 PAGEVEC_SIZE = 15
 _ULONG = (1 << 64) - 1
+# force_page_cache_ra(): a forced read-in goes in chunks of 2 MiB.
+FORCE_CHUNK_PAGES = (2 << 20) // PAGE_SIZE
 
 
 @dataclass
@@ -103,6 +114,15 @@ class Readahead:
     size: int = 0
     async_size: int = 0
     prev_pos: int = -1
+    # FMODE_RANDOM (POSIX_FADV_RANDOM): a bit of f_mode that only readahead reads, kept here.
+    random: bool = False
+
+
+def file_ra_state_init(unit) -> Readahead:
+    """mm/readahead.c file_ra_state_init() [6.1], called by do_dentry_open() at every open:
+    the file's window limit is the disk's read-ahead (bdi->ra_pages, BLKRAGET / 8) at open
+    time; a later BLKRASET changes it only through POSIX_FADV_NORMAL/SEQUENTIAL."""
+    return Readahead(ra_pages=unit.read_ahead_sectors // 8, io_pages=unit.max_sectors // 8)
 
 
 def get_init_ra_size(size: int, max_pages: int) -> int:
@@ -131,7 +151,8 @@ class PageCache:
     [6.1]'s do_io() offset drift shifts what the later pages of a request read, so a page's
     bytes depend on the request that brought it in. Writes keep the cached pages current
     (buffered: updated; O_DIRECT: invalidated); kill_bdev() at the disk's last close, and any
-    other operation that could change the device behind the cache, drop it."""
+    other operation that could change the device behind the cache, drop it; the calls that
+    act on the cache (fdops.py, ioctl_blk.py) use drop(), truncate() and force_ra()."""
 
     def __init__(self, limit: int = CACHE_PAGES) -> None:
         self.pages: OrderedDict[int, bytes] = OrderedDict()
@@ -143,9 +164,56 @@ class PageCache:
         self.marked.clear()
 
     def invalidate(self, pos: int, length: int) -> None:
-        for index in range(pos // PAGE_SIZE, -(-(pos + length) // PAGE_SIZE)):
-            self.pages.pop(index, None)
+        """Drop every page that [pos, pos+length) touches."""
+        if length > 0:
+            self.drop(pos // PAGE_SIZE, (pos + length - 1) // PAGE_SIZE)
+
+    def drop(self, first: int, last: int) -> None:
+        """Drop the cached pages with index first..last (inclusive): mm/truncate.c
+        invalidate_inode_pages2_range() [6.1] (O_DIRECT writes, truncate_bdev_range() with
+        another exclusive holder) and invalidate_mapping_pages() (DONTNEED, BLKFLSBUF), which
+        keep dirty, locked or mapped pages: ubdsim's cached pages are all clean and unmapped."""
+        if last < first:
+            return
+        if last - first < len(self.pages):
+            doomed = [i for i in range(first, last + 1) if i in self.pages]
+        else:
+            doomed = [i for i in self.pages if first <= i <= last]
+        for index in doomed:
+            del self.pages[index]
             self.marked.discard(index)
+
+    def truncate(self, lstart: int, lend: int) -> None:
+        """mm/truncate.c truncate_inode_pages_range() [6.1] over bytes lstart..lend
+        (inclusive): the pages wholly inside are dropped; a page the range covers in part
+        stays cached with the covered bytes zeroed (truncate_inode_partial_folio():
+        folio_zero_range(), the page keeps PG_uptodate and PG_readahead), even when the
+        device operation that follows fails."""
+        if not self.pages:
+            return                                      # mapping_empty()
+        self.drop((lstart + PAGE_SIZE - 1) // PAGE_SIZE, (lend + 1) // PAGE_SIZE - 1)
+        first = lstart // PAGE_SIZE
+        same_page = first == lend // PAGE_SIZE
+        if first in self.pages:
+            same_page = lend < (first + 1) * PAGE_SIZE
+            self._truncate_partial(first, lstart, lend)
+        if not same_page and lend // PAGE_SIZE in self.pages:
+            self._truncate_partial(lend // PAGE_SIZE, lstart, lend)
+
+    def _truncate_partial(self, index: int, start: int, end: int) -> None:
+        """truncate_inode_partial_folio() for an order-0 folio."""
+        pos = index * PAGE_SIZE
+        offset = start - pos if pos < start else 0
+        if pos + PAGE_SIZE <= end:
+            length = PAGE_SIZE - offset
+        else:
+            length = end + 1 - pos - offset
+        if length == PAGE_SIZE:                         # truncate_inode_folio()
+            del self.pages[index]
+            self.marked.discard(index)
+        elif length > 0:                                # folio_zero_range()
+            page = self.pages[index]
+            self.pages[index] = page[:offset] + bytes(length) + page[offset + length:]
 
     def update(self, pos: int, data: bytes, size: int) -> None:
         """A buffered write of whole blocks `data` at `pos` went through: cached pages take
@@ -229,11 +297,25 @@ class PageCache:
     # -- mm/readahead.c --------------------------------------------------------------------
 
     def _sync_ra(self, dev: BlockDevice, ra: Readahead, index: int, req: int) -> None:
-        """page_cache_sync_ra(): no readahead configured reads just the page needed."""
+        """page_cache_sync_ra() [6.1]: no readahead configured forces just the page needed;
+        a file advised POSIX_FADV_RANDOM (FMODE_RANDOM) forces the pages asked for."""
         if not ra.ra_pages:
-            self._do_ra(dev, index, 1, 0)
+            self.force_ra(dev, ra, index, 1)
+        elif ra.random:
+            self.force_ra(dev, ra, index, req)
         else:
             self._ondemand(dev, ra, index, req, marked=False)
+
+    def force_ra(self, dev: BlockDevice, ra: Readahead, index: int, count: int) -> None:
+        """mm/readahead.c force_page_cache_ra() [6.1] (also POSIX_FADV_WILLNEED and
+        readahead(2)): up to max(bdi->io_pages, ra_pages) pages from `index`, in 2 MiB
+        chunks, no readahead marker; the file's window state is left alone."""
+        count = min(count, max(ra.io_pages, ra.ra_pages))
+        while count:
+            chunk = min(count, FORCE_CHUNK_PAGES)
+            self._do_ra(dev, index, chunk, 0)
+            index += chunk
+            count -= chunk
 
     def _ondemand(self, dev: BlockDevice, ra: Readahead, index: int, req: int,
                   marked: bool) -> None:

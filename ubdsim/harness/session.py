@@ -25,7 +25,6 @@ from .device_unit import Unit
 from .fdstate import OpenFile, OpenFiles
 from .pagecache import PageCache
 from .rules import HarnessRules
-from .syscalls.ioctl_blk import BLKBSZSET, BLKDISCARD, BLKFLSBUF, BLKSECDISCARD, BLKZEROOUT
 from .syscalls.result import PASS, Emulated, Fail, NeedsExit, Result
 from .syscalls.table import BY_NUMBER, traced_numbers
 from .transport.bpf import build_filter
@@ -33,22 +32,20 @@ from .transport.memory import GuestMemory
 from .transport.tracer import Tracer
 
 AT_FDCWD = -100
-# Calls that cannot change a device's bytes behind its page cache (rw.py keeps the cache
-# current itself for reads and writes).
+# Calls that cannot change a device's bytes behind its page cache, or that do to the cache
+# exactly what the kernel does themselves: rw.py for reads and writes (O_DIRECT included),
+# fdops.py for fadvise64/readahead/fallocate (mm/fadvise.c, block/fops.c blkdev_fallocate()
+# [6.1]) and ioctl_blk.py for the cache ioctls (block/ioctl.c [6.1]: BLKFLSBUF, BLKBSZSET,
+# BLKDISCARD, BLKSECDISCARD, BLKZEROOUT). The rest make ubdsim drop every unit's pages.
 KEEPS_CACHE = frozenset({
     "open", "openat", "openat2", "creat", "stat", "lstat", "newfstatat", "statx", "fstat",
     "access", "faccessat", "faccessat2", "statfs", "getxattr", "lgetxattr", "listxattr",
     "llistxattr", "read", "write", "pread64", "pwrite64", "readv", "writev", "preadv",
     "pwritev", "preadv2", "pwritev2", "lseek", "fsync", "fdatasync", "sync_file_range",
-    "fcntl", "readahead"})
-# block/ioctl.c [6.1]: the ioctls that drop cached pages (BLKFLSBUF, BLKBSZSET, BLKDISCARD,
-# BLKSECDISCARD, BLKZEROOUT); the others leave the page cache alone.
-CACHE_IOCTLS = frozenset({BLKFLSBUF, BLKBSZSET, BLKDISCARD, BLKSECDISCARD, BLKZEROOUT})
+    "fcntl", "readahead", "fadvise64", "fallocate", "ioctl"})
 
 
-def _drops_cache(name: str, regs) -> bool:
-    if name == "ioctl":
-        return regs.rsi & 0xFFFFFFFF in CACHE_IOCTLS
+def _drops_cache(name: str) -> bool:
     return name not in KEEPS_CACHE
 
 
@@ -149,7 +146,7 @@ class Session:
             return PASS
         try:
             result = entry.handler(self, tid, regs)
-            if isinstance(result, (Emulated, NeedsExit)) and _drops_cache(entry.name, regs):
+            if isinstance(result, (Emulated, NeedsExit)) and _drops_cache(entry.name):
                 # An emulated call that may change a device's bytes behind its cache, or
                 # drops the cache in the kernel (truncate_bdev_range(), invalidate_bdev(),
                 # kill_bdev()): ubdsim drops every unit's cached pages.

@@ -13,6 +13,7 @@ import struct
 from ...errors import UbdError
 from ..fdstate import O_ACCMODE, O_CLOEXEC, O_CREAT, O_EXCL, O_LARGEFILE, O_TRUNC, O_WRONLY, OpenFile
 from ..nodes import NodeStat
+from ..pagecache import file_ra_state_init
 from .numbers import number
 from .result import PASS, Emulated, Fail, NeedsExit, Result
 
@@ -83,7 +84,9 @@ def _open(h, tid: int, regs, dirfd: int, path_addr: int, flags: int) -> Result:
         if fd < 0:
             h.drop_open(unit)               # no description came of it: ubd_release()
             return
-        ino = h.opens.register(tid, fd, OpenFile(unit, f_flags, exclusive=exclusive))
+        # do_dentry_open() -> file_ra_state_init(): the read-ahead limit of this open
+        ino = h.opens.register(tid, fd, OpenFile(unit, f_flags, exclusive=exclusive,
+                                                 readahead=file_ra_state_init(unit)))
         h.adopt(unit, ino)
         if exclusive:
             unit.exclusive_inodes.add(ino)

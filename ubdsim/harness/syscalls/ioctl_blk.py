@@ -18,7 +18,7 @@ from typing import Callable
 from ...errors import UbdError
 from ..device_unit import Unit
 from ..fdstate import OpenFile
-from .fdops import zero_range
+from .fdops import offloads, truncate_bdev_range, zero_range
 from .files import _int32
 from .result import PASS, Emulated, Fail, Result
 
@@ -69,23 +69,32 @@ def _geometry_cylinders(unit: Unit) -> int:
 
 
 def _discard(h, tid, of: OpenFile, arg: int) -> Result:
-    """block/ioctl.c blk_ioctl_discard()."""
+    """block/ioctl.c blk_ioctl_discard() [6.1]: the range's page cache is truncated
+    (truncate_bdev_range()) before blkdev_issue_discard(), which may still refuse."""
     if not of.writable:
         return Fail(errno.EBADF)
+    if not offloads(of.unit):
+        return Fail(errno.EOPNOTSUPP)        # no discard limits (flag t): nothing touched
     rng = _get_range(h, tid, arg)
     if rng is None:
         return Fail(errno.EFAULT)
     start, length = rng
-    if start & 511 or length & 511 or start + length > of.unit.size:
+    end = start + length
+    if start & 511 or length & 511 or end > (1 << 64) - 1 or end > of.unit.size:
         return Fail(errno.EINVAL)
+    truncate_bdev_range(h, of, start, end - 1)
+    # block/blk-lib.c __blkdev_issue_discard(): bdev_read_only() first, then an empty range
     if of.unit.read_only:
-        return Fail(errno.EPERM)             # the write-type bio is refused (observed, 6.1)
+        return Fail(errno.EPERM)
+    if not length:
+        return Fail(errno.EINVAL)
     of.unit.device.discard(start, length)
     return Emulated(0)
 
 
 def _zeroout(h, tid, of: OpenFile, arg: int) -> Result:
-    """block/ioctl.c blk_ioctl_zeroout(): BLKDEV_ZERO_NOUNMAP, so a fallback is allowed."""
+    """block/ioctl.c blk_ioctl_zeroout() [6.1]: truncate_bdev_range(), then
+    blkdev_issue_zeroout(BLKDEV_ZERO_NOUNMAP), so a zero-page fallback is allowed."""
     if not of.writable:
         return Fail(errno.EBADF)
     rng = _get_range(h, tid, arg)
@@ -95,21 +104,39 @@ def _zeroout(h, tid, of: OpenFile, arg: int) -> Result:
     end = start + length - 1
     if start & 511 or length & 511 or end >= of.unit.size or end < start:
         return Fail(errno.EINVAL)
+    truncate_bdev_range(h, of, start, end)
     if of.unit.read_only:
-        return Fail(errno.EPERM)             # observed with linux.uml 6.1 on a flag-r unit
+        return Fail(errno.EPERM)             # blkdev_issue_zeroout(): bdev_read_only()
     zero_range(of.unit, start, length, fallback=True)
     return Emulated(0)
 
 
+def _flsbuf(h, tid, of: OpenFile, arg: int) -> Result:
+    """block/ioctl.c blkdev_flushbuf() [6.1]: fsync_bdev() (nothing is dirty in ubdsim),
+    then invalidate_bdev(): every clean page of this disk dropped, no other disk's."""
+    h.page_cache(of.unit).drop(0, (1 << 64) - 1)
+    return Emulated(0)
+
+
 def _bszset(h, tid, of: OpenFile, arg: int) -> Result:
-    """block/bdev.c set_blocksize(): a power of two from 512 to PAGE_SIZE."""
+    """block/ioctl.c blkdev_bszset() + block/bdev.c set_blocksize() [6.1]: without
+    FMODE_EXCL the disk is claimed for the call (EBUSY while another open holds it
+    exclusively); a power of two from 512 to PAGE_SIZE; a new size kills the page cache
+    (kill_bdev()), the same size leaves it."""
+    if not arg:
+        return Fail(errno.EINVAL)
     value = _get(h, tid, arg, "<i")
     if value is None:
         return Fail(errno.EFAULT)
     (n,) = value
+    unit = of.unit
+    if not of.exclusive and unit.exclusive_inodes and unit.exclusive_inodes & h.live_inodes():
+        return Fail(errno.EBUSY)
     if n < SECTOR or n > PAGE or n & (n - 1):
         return Fail(errno.EINVAL)
-    of.unit.block_size = n
+    if n != unit.block_size:
+        h.page_cache(unit).clear()
+        unit.block_size = n
     return Emulated(0)
 
 
@@ -177,7 +204,7 @@ HANDLERS: dict[int, Handler] = {
     BLKROSET: _roset,
     BLKRASET: _ra_set,
     BLKFRASET: _ra_set,
-    BLKFLSBUF: lambda h, t, of, a: Emulated(0),     # nothing is cached above the device
+    BLKFLSBUF: _flsbuf,
     BLKRRPART: lambda h, t, of, a: Emulated(0),     # rescan: ubdsim exposes no partitions
     BLKDISCARD: _discard,
     BLKSECDISCARD: lambda h, t, of, a: Fail(errno.EBADF if not of.writable else errno.EOPNOTSUPP),
