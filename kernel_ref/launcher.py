@@ -29,11 +29,11 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from .errors import KernelUnavailable
 from .host import give_to, run_as_prefix
-from .xstate import XstateFix, chosen_mode, decide
+from .xstate import FIX_LIBRARY, XstateFix, chosen_mode, decide
 
 BINARY = "linux.uml"
 DEFAULT_MEM = "64M"
@@ -248,12 +248,16 @@ def start(options: Sequence[str], command: Sequence[str] | None = None, *,
           script: str | None = None, cwd: os.PathLike | str, mem: str = DEFAULT_MEM,
           timeout: float = DEFAULT_TIMEOUT, merge_stderr: bool = False,
           prefix: Sequence[str] = (), user: str | None = None,
-          xstate_fix: str | None = None) -> RunningKernel:
+          xstate_fix: str | None = None, preload: Sequence[os.PathLike | str] = (),
+          env: Mapping[str, str] | None = None) -> RunningKernel:
     """Boot linux.uml with the kernel `options` in `cwd` and run the guest `command` (argv, run
     in `cwd` as `ubdsim run` would run it) or the sh `script` text there.
 
     `prefix` goes before the kernel (e.g. a private mount namespace); `user` runs the kernel
-    as that host user; `xstate_fix` overrides $UBDSIM_XSTATE_FIX (auto, on, off)."""
+    as that host user; `xstate_fix` overrides $UBDSIM_XSTATE_FIX (auto, on, off); `preload`
+    adds LD_PRELOAD libraries (after the XSAVE fix when it is applied, before any inherited
+    $LD_PRELOAD) and `env` variables to linux.uml's environment (for the host process only:
+    the guest's environment is the generated init's)."""
     if (command is None) == (script is None):
         raise ValueError("give exactly one of command and script")
     fix = require_kernel(xstate_fix)
@@ -280,11 +284,26 @@ def start(options: Sequence[str], command: Sequence[str] | None = None, *,
             proc = subprocess.Popen([os.fsencode(a) for a in argv], cwd=cwd,
                                     stdin=subprocess.DEVNULL, stdout=sink,
                                     stderr=subprocess.STDOUT, start_new_session=True,
-                                    env={**os.environ, **fix.environment()})
+                                    env=_environment(fix, preload, env))
     except BaseException:
         shutil.rmtree(private, ignore_errors=True)
         raise
     return RunningKernel(proc, private, fix, timeout)
+
+
+def _environment(fix: XstateFix, preload: Sequence[os.PathLike | str],
+                 env: Mapping[str, str] | None) -> dict[str, str]:
+    """linux.uml's environment: ours and `env`, with LD_PRELOAD = the XSAVE fix where it is
+    applied (as XstateFix.environment() puts it), then the `preload` libraries, then any
+    LD_PRELOAD already there."""
+    environment = {**os.environ, **(env or {})}
+    libraries = [str(FIX_LIBRARY)] if fix.applied else []
+    libraries += [os.fspath(library) for library in preload]
+    if environment.get("LD_PRELOAD"):
+        libraries.append(environment["LD_PRELOAD"])
+    if libraries:
+        environment["LD_PRELOAD"] = ":".join(libraries)
+    return environment
 
 
 def boot(options: Sequence[str], command: Sequence[str] | None = None, **kwargs) -> KernelRun:

@@ -8,6 +8,8 @@
 #           gcc + libc6-dev when no C compiler with the C library headers is there
 #   build/uml_xstate_fix.so: the XSAVE fix that lets linux.uml boot on AMX hosts
 #           (kernel_ref/native/uml_xstate_fix.c; kernel_ref/xstate.py decides when to use it)
+#   build/uml_sync_log.so: logs host fsync/fdatasync/sync/... calls of linux.uml and of
+#           `ubdsim run` alike (kernel_ref/native/uml_sync_log.c; kernel_ref/sync_log.py)
 #   The qemu guest kernel (.deb) is fetched on first use by guest_images/qemu/build_image.py.
 #   venv:   .venv with ubdsim in editable mode, numpy, pytest, hypothesis, python-ptrace
 set -euo pipefail
@@ -45,6 +47,14 @@ if [ ! -f "$fix_lib" ] || [ "$fix_src" -nt "$fix_lib" ]; then
     mkdir -p build
     cc -O2 -Wall -Wextra -Werror -shared -fPIC -o "$fix_lib.tmp" "$fix_src"
     mv "$fix_lib.tmp" "$fix_lib"
+fi
+sync_src=kernel_ref/native/uml_sync_log.c
+sync_lib=build/uml_sync_log.so
+if [ ! -f "$sync_lib" ] || [ "$sync_src" -nt "$sync_lib" ]; then
+    echo "setup: building $sync_lib (logs host sync calls: kernel_ref/sync_log.py)"
+    mkdir -p build
+    cc -O2 -Wall -Wextra -Werror -shared -fPIC -o "$sync_lib.tmp" "$sync_src"
+    mv "$sync_lib.tmp" "$sync_lib"
 fi
 
 if [ ! -x .venv/bin/python ]; then

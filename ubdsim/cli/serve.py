@@ -25,12 +25,15 @@ Use it for `qemu-img compare`: qemu reads an NBD hole that is not flagged zero a
 unallocated, all-zero region (qemu-img.c img_compare()), while here a hole means "read from
 the backing file", which usually holds data. (`qemu-img convert` and guests read holes.)
 
---flush kernel (default) does what the real driver does with a guest's flush: under 6.1 an
-fdatasync of the unit's FIRST fd, which for a COW unit is the backing file, so nothing the
-guest wrote is made durable by it; under 2.4 nothing (the driver has no flush). A host crash
-can then lose acknowledged, flushed writes, exactly as with UML.
---flush fsync additionally fsyncs the file the guest writes (COW data and bitmap, or the raw
-file) before the flush is acknowledged: flushed data survives a host crash.
+--flush kernel (default) does what the real driver does with a guest's flush: nothing on the
+host, under 6.1 as under 2.4 (6.1's ubd_submit_request() gives the flush no I/O descriptor,
+so the I/O thread never runs do_io()'s fdatasync; 2.4 has no flush request; measured with
+linux.uml: no fsync, fdatasync or sync of any host file). Nothing the guest wrote is made
+durable by a flush: a host crash can lose acknowledged, flushed writes, exactly as with UML.
+Only flag s (or ubd=sync) makes writes durable, each one: the files are opened O_SYNC.
+--flush fsync is ubdsim's own choice, not the kernel's: each flush fsyncs the file the guest
+writes (the COW file, data and bitmap, or the raw file) before it is acknowledged, so
+flushed data survives a host crash. The backing file is never written and never synced.
 
 Listening is on a unix socket (default ./ubdsim-nbd.sock) or on 127.0.0.1:N only (N from 0
 to 65535; 0 picks a free port): the NBD protocol has no authentication. When ready, one line
@@ -79,10 +82,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="serve at most N clients at once, refuse the next ones "
                              f"(default {DEFAULT_MAX_CONNECTIONS})")
     parser.add_argument("--flush", choices=FLUSH_MODES, default="kernel",
-                        help="what a client's flush does: the real driver's flush (kernel, "
-                             "default) or a durable fsync of the written file (fsync)")
+                        help="what a client's flush does: what the real driver does, i.e. "
+                             "nothing on the host (kernel, default), or ubdsim's own durable "
+                             "fsync of the written file (fsync)")
     parser.add_argument("--no-block-status", action="store_true",
                         help="do not offer base:allocation (for qemu-img compare)")
+    parser.add_argument("--chain", action="store_true",
+                        help="ubdsim's own, not the kernel's (UML cannot stack): read a backing "
+                             "file that is a COW file as a read-only layer over its own backing "
+                             "file, recursively, each link's size and mtime checked; writes go "
+                             "to the top COW file only (default: raw, as UML reads it; see "
+                             "`ubdsim run --help`)")
     parser.add_argument("words", nargs="+", metavar="WORD",
                         help="kernel command-line options such as ubd0=cow,backing")
 

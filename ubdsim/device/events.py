@@ -18,7 +18,7 @@ Kinds and their data (all offsets/lengths in bytes):
 - bitmap    file_offset, length, first_sector (a bitmap write-back)
 - discard   file_offset, length, offset (device)
 - zeroes    file_offset, length, offset (device)
-- flush     synced (file path fsynced, or None when the profile syncs nothing)
+- flush     (nothing: no profile's flush reaches the host, see Unit.flush())
 - close     file
 """
 from __future__ import annotations

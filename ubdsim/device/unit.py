@@ -267,20 +267,15 @@ class Unit:
         self._falloc("zeroes", FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, offset, length)
 
     def flush(self) -> None:
-        """REQ_OP_FLUSH: [6.1] fdatasync(fds[0]), which for a COW unit is the BACKING file, so
-        a guest's fsync makes nothing it wrote durable (only O_SYNC, flag s, does); [2.4] the
-        driver has no flush request at all."""
+        """REQ_OP_FLUSH: nothing reaches the host, under every profile. [6.1]
+        ubd_submit_request() maps a flush with no I/O descriptor (segs = 0) and io_thread()
+        runs do_io() once per descriptor, so do_io()'s flush branch (os_sync_file(fds[0]),
+        which would fdatasync the BACKING file of a COW unit) is never reached: measured with
+        linux.uml (tests/kernel_ref/test_host_syncs.py). [2.4] the driver has no flush at all.
+        Guest writes become durable only through O_SYNC opens (flag s, ubd=sync)."""
         self._check_open()
-        synced = None
-        if self.profile.device.flush_syncs_first_fd:
-            fd = self.cow.backing_fd if self.cow else self.fd
-            synced = self.cow.backing_path if self.cow else self.path
-            try:
-                os.fdatasync(fd)
-            except OSError as err:
-                raise DeviceIOError(f"flush of '{synced}' failed: {err.strerror}", errno=err.errno) from None
         if self.events.io_active:
-            self.events.emit("flush", self.number, synced=synced)
+            self.events.emit("flush", self.number)
 
     def close(self) -> None:
         """ubd_close_dev(): close the files (their fcntl locks go with them)."""

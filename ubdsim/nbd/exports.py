@@ -24,6 +24,8 @@ from ..profiles import Profile
 from ..profiles.device_rules import DISK_NAME_STYLES
 from .server import Export
 
+# `kernel`: what the profile's driver does with a flush (nothing reaches the host);
+# `fsync`: ubdsim's opt-in durable flush (see flusher()).
 FLUSH_MODES = ("kernel", "fsync")
 
 
@@ -59,9 +61,16 @@ def cow_allocation(unit: Unit) -> Callable[[int, int], Iterator[tuple[bool, int,
 
 
 def flusher(unit: Unit, mode: str) -> Callable[[], None]:
-    """A guest flush. `kernel`: the profile's REQ_OP_FLUSH exactly (6.1 fdatasyncs the first
-    fd, the BACKING file of a COW unit, so nothing the guest wrote becomes durable; 2.4 has
-    no flush). `fsync`: that, then fsync of the file the guest writes (COW data + bitmap)."""
+    """A client's flush (NBD_CMD_FLUSH, the guest's REQ_OP_FLUSH).
+
+    `kernel`: the driver's REQ_OP_FLUSH exactly (Unit.flush()):
+    under 6.1 and 2.4 no host call at all (ubd_kern.c ubd_submit_request()/io_thread() [6.1]
+    never reach do_io()'s flush branch; 2.4 has no flush), so a flush makes nothing durable
+    and a host crash can lose acknowledged, flushed writes, as with UML (only flag s, O_SYNC,
+    makes each write durable).
+    `fsync`: ubdsim's own, not the kernel's: the profile's flush, then fsync(2) of the file
+    the guest writes (the COW file, data and bitmap, or the raw file) before the flush is
+    acknowledged; the backing file is never written, so it is not synced."""
     if mode == "kernel":
         return unit.flush
 

@@ -1,8 +1,8 @@
 """How each kernel opens and serves a unit (owned by the device work, issue 4).
 
 From: `arch/um/drivers/ubd_kern.c` open_ubd_file(), path_requires_switch(), ubd_file_size(),
-ubd_add(), cowify_bitmap(), do_io() [6.1]; 2.4.20-4um ubd_kern.c (as the spec describes it)
-for the 2.4 rows.
+ubd_add(), cowify_bitmap(), ubd_submit_request(), io_thread(), do_io() [6.1]; 2.4.20-4um
+ubd_kern.c (as the spec describes it) for the 2.4 rows.
 """
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ class DeviceRules:
     # init_cow_file(): 6.1 writes one zero byte at the end; 2.4 extends the file as a hole.
     creation_trailing_byte: bool
     supports_discard: bool       # REQ_OP_DISCARD / WRITE_ZEROES exist (6.1, unless flag t)
-    flush_syncs_first_fd: bool   # do_io() REQ_OP_FLUSH: fdatasync(fds[0]) (6.1)
+    # What a guest flush (REQ_OP_FLUSH: a guest fsync/fdatasync of the device, an O_SYNC or
+    # O_DSYNC write, a mounted filesystem's commit) makes the host do, or None: no host call.
     # ubd_open(): 6.1 prints "ubdX: Can't open ..." after a failed open; 2.4 does not.
     reports_cant_open: bool
     # [resize]: accept a COW whose header size exceeds the backing size when the tail is marked.
@@ -85,7 +86,7 @@ DEVICE_2_4_RESIZE = DeviceRules(
     resize_patch=True, takes_locks=False, size_granule=1024, size_rounds_up=False,
     bitmap_word=4, bitmap_end_guard=False, segment_bytes=4096, switch_if_header_unstatable=False,
     announce_creation_first=True, creation_trailing_byte=False, supports_discard=False,
-    flush_syncs_first_fd=False, reports_cant_open=False, accepts_grown_cow=True,
+    reports_cant_open=False, accepts_grown_cow=True,
     cow_request_sectors=None, read_offset_drift=False, short_read_rereads=False,
     add_opens_device=True, empty_bitmap_fails=False, write_open_of_readonly_fails=True,
     soft_block_max=1024, disk_name_style="digit", printk_text_max=None)
@@ -95,7 +96,7 @@ DEVICE_6_1 = DeviceRules(
     resize_patch=False, takes_locks=True, size_granule=512, size_rounds_up=True,
     bitmap_word=8, bitmap_end_guard=True, segment_bytes=4096, switch_if_header_unstatable=True,
     announce_creation_first=False, creation_trailing_byte=True, supports_discard=True,
-    flush_syncs_first_fd=True, reports_cant_open=True, accepts_grown_cow=False,
+    reports_cant_open=True, accepts_grown_cow=False,
     cow_request_sectors=64, read_offset_drift=True, short_read_rereads=True,
     add_opens_device=False, empty_bitmap_fails=True, write_open_of_readonly_fails=False,
     soft_block_max=4096, disk_name_style="letter", printk_text_max=989)
