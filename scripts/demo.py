@@ -18,13 +18,20 @@
     COW file (Size mismatch: 6.1 has no resize patch), then mounts a fresh COW over the grown
     image, reads the guest's file and writes its own, which `ubdsim moo` merges and e2fsck
     checks.
+Along the way `ubdsim show` draws what the acts talk about: the COW file after the guest's
+write (act 4), before and after the resize (act 6), the 6.1 guest's COW file (act 8), as
+terminal maps and as PNG pictures; at the end the lesson page `index.html` puts the acts,
+their commands and output and the pictures on one self-contained page to project
+(scripts/lesson_page.py).
 Every step checks its result (exit status, expected text, the files themselves) and the demo
 stops with one clear line and exit status 1 at the first step that does not behave.
-Everything is written to demo-out/ (--out DIR elsewhere; removed by `make clean`).
+Everything is written to demo-out/ (--out DIR elsewhere; removed by `make clean`);
+--until N stops after act N (the page then has acts 1..N).
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import re
 import shlex
@@ -38,6 +45,8 @@ from collections.abc import Callable, Iterable
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD_EXT2 = os.path.join(ROOT, "guest_images", "build_ext2.py")
 QEMU_BUILDER_DIR = os.path.join(ROOT, "guest_images", "qemu")
+LESSON_PAGE = os.path.join(ROOT, "scripts", "lesson_page.py")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 NOTE = "Written by a guest through /dev/ubd0 (kernel profile 2.4).\n"
 QEMU_NOTE = "Written by Linux 6.1 under qemu, through ubdsim vm.\n"
@@ -58,18 +67,41 @@ QEMU_MISSING_HINT = ("run `make setup` (it installs qemu-system-x86), or "
 ELIDED = re.compile(r"^((e2fsck|debugfs|resize2fs) \d+\.\d+\S* \(.*\)|Pass \d[a-z]?: .*)$")
 
 
+def _load_lesson_page():
+    """scripts/lesson_page.py by path (this file is also loaded by path, by the tests)."""
+    spec = importlib.util.spec_from_file_location("ubdsim_lesson_page", LESSON_PAGE)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module                # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+lesson_page = _load_lesson_page()
+LESSON = lesson_page.Transcript()     # what the story told, for the lesson page
+UNTIL = [8]                           # the last act to tell (--until)
+
+
 class DemoFailed(Exception):
     """A step did not do what the story says: the message names the step and what was wrong."""
 
 
+class StoryCut(Exception):
+    """--until N: the act after N was reached; the story ends there, and the page with it."""
+
+
 def act(title: str, *explanation: str) -> None:
+    number = int(title.split(".", 1)[0])
+    if number > UNTIL[0]:
+        raise StoryCut(number)
     print(f"\n== {title}")
     for line in explanation:
         print(f"   {line}")
+    LESSON.act(title, list(explanation))
 
 
 def note(text: str) -> None:
     print(f"   -> {text}")
+    LESSON.note(text)
 
 
 class Shell:
@@ -100,6 +132,7 @@ class Shell:
         real = self.ubdsim + argv[1:] if argv[0] == "ubdsim" else argv
         keep = keep or (lambda line: not ELIDED.match(line))
         lines: list[str] = []
+        shown_lines: list[str] = []
         try:
             process = subprocess.Popen(real, cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL,
                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -126,7 +159,9 @@ class Shell:
                 lines.append(line)
                 if keep(line.rstrip("\n")):
                     print(("   " + line).rstrip(), flush=True)
+                    shown_lines.append(line.rstrip())
         watchdog.cancel()
+        LESSON.command(what, shown_lines)
         if expired.is_set():
             raise DemoFailed(f"`{what}` did not finish in {timeout:.0f} s and was stopped")
         output = "".join(lines)
@@ -136,6 +171,16 @@ class Shell:
             if text not in output:
                 raise DemoFailed(f"`{what}` did not print {text!r}")
         return output
+
+
+def picture(sh: Shell, out: str, argv: list[str], name: str, caption: str) -> None:
+    """`ubdsim show ARGV --png NAME`: a picture for the lesson page, checked to be a PNG."""
+    sh(["ubdsim", "show", *argv, "--png", name])
+    path = os.path.join(out, name)
+    with open(path, "rb") as f:
+        if f.read(len(PNG_MAGIC)) != PNG_MAGIC:
+            raise DemoFailed(f"`ubdsim show {' '.join(argv)} --png {name}` wrote no PNG picture")
+    LESSON.picture(name, caption)
 
 
 def allocated(path: str) -> int:
@@ -209,6 +254,14 @@ def story(out: str) -> None:
     if not marked or int(marked.group(1)) == 0:
         raise DemoFailed("`ubdsim info guest.cow` shows no marked sector after the guest wrote")
     marked_before = int(marked.group(1))
+    note("`ubdsim show` draws the same file: the sector map (█ read from guest.cow, ░ from")
+    note("base.img), the file to scale (H header, B bitmap, █ allocated, · holes) and a zoom")
+    note("on its start, where header and bitmap are too small to see next to the data area")
+    sh(["ubdsim", "show", "--width", "72", "guest.cow"],
+       expect=["sector map: 16384 sectors of 512 B", "█", "░", "start of the file, bytes 0-"])
+    picture(sh, out, ["guest.cow"], "guest-written.png",
+            "guest.cow after the guest's write: the few sectors it holds, its header and bitmap, "
+            "and base.img below it")
     before_resize = os.stat(os.path.join(out, "guest.cow")).st_size
     alloc_before_resize = allocated(os.path.join(out, "guest.cow"))
 
@@ -225,6 +278,8 @@ def story(out: str) -> None:
         "On open, the patch grows the bitmap, moves the data area further into the file and",
         "marks every sector past the backing file's end (they can only come from the COW",
         "file). The device is 16 MiB now; resize2fs then grows the filesystem to fill it.")
+    note("the resize rewrites guest.cow in place: keep a sparse copy to compare with")
+    sh(["cp", "--sparse=always", "guest.cow", "before-resize.cow"])
     grown = sh(["ubdsim", "run", "--kernel", "2.4", f"ubd0=guest.cow,base.img,{GROWN_SIZE}", "--",
                 "sh", "-c", "blockdev --getsize64 /dev/ubd0 && resize2fs /dev/ubd0 && "
                 "e2fsck -fn /dev/ubd0"],
@@ -245,6 +300,12 @@ def story(out: str) -> None:
                          f"the resize, `ubdsim info` shows {marked_after}")
     note(f"bitmap and data area moved; marked: {past_end} sectors past base.img's end, "
          f"{marked_after - past_end} written by the guest so far")
+    moved = "bytes further into the file"
+    sh(["ubdsim", "show", "--compare", "--width", "80", "before-resize.cow", "guest.cow"],
+       expect=["sector maps on one scale", "▓", moved, "resize tail   0 sectors -> "])
+    picture(sh, out, ["--compare", "before-resize.cow", "guest.cow"], "resize.png",
+            "before and after the resize, on one scale: the bitmap doubles, the data area moves "
+            "further into the file, and the tail past base.img's end (▓ yellow) is marked")
     note("the header now says 16 MiB while base.img is 8 MiB: only a 2.4 kernel with the")
     note("resize patch accepts that (its tail is fully marked). uml_moo checks the sizes and")
     note("refuses; `ubdsim moo` merges it into the grown disk, as a 2.4 kernel reads it:")
@@ -305,13 +366,21 @@ def story(out: str) -> None:
     sh(["sha256sum", "grown.img"], expect=[grown_digest])
     sh(["ls", "-ls", "grown.img", "qemu.cow", "final.img"])
     note("the 6.1 kernel's writes are all in qemu.cow; grown.img is untouched")
+    picture(sh, out, ["qemu.cow"], "qemu-cow.png",
+            "qemu.cow, written by Linux 6.1: a version 3 header (bitmap aligned at 8192), the "
+            "sectors the 6.1 guest wrote, and grown.img, now the shared backing file, below it")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=os.path.join(ROOT, "demo-out"),
                         help="output directory (emptied first; default demo-out/)")
-    out = os.path.abspath(parser.parse_args(argv).out)
+    parser.add_argument("--until", type=int, choices=range(1, 9), default=8, metavar="N",
+                        help="stop after act N (1-8; default 8: the whole story)")
+    args = parser.parse_args(argv)
+    out = os.path.abspath(args.out)
+    UNTIL[0] = args.until
+    LESSON.acts.clear()
     started = time.monotonic()
     try:
         preflight()
@@ -319,11 +388,20 @@ def main(argv: list[str] | None = None) -> int:
         os.makedirs(out)
         print(f"demo: working in {out} (e2fsprogs version banners and e2fsck's 'Pass N' "
               "lines are left out)")
-        story(out)
+        try:
+            story(out)
+        except StoryCut:
+            pass
+        LESSON.summary = (f"Acts 1 to {args.until} of 8" if args.until < 8 else "All 8 acts") + \
+            f" of the demo, run in {time.monotonic() - started:.0f} s; every step checked its result."
+        page = lesson_page.write_page(LESSON, out)
     except DemoFailed as failed:
         print(f"\ndemo: FAILED: {failed}", file=sys.stderr)
         return 1
-    print(f"\ndemo: every step checked out ({time.monotonic() - started:.1f} s)")
+    print(f"\ndemo: lesson page {page}: the acts with their commands, output and "
+          f"{len(LESSON.pictures)} pictures, self-contained (open it in a browser to project)")
+    which = "every step" if args.until == 8 else f"acts 1-{args.until} (--until {args.until}): every step"
+    print(f"\ndemo: {which} checked out ({time.monotonic() - started:.1f} s)")
     return 0
 
 

@@ -4,6 +4,8 @@
 #   Debian: e2fsprogs uml-utilities user-mode-linux qemu-utils busybox-static fdisk strace,
 #           python3-libnbd (libnbd, a real NBD client for tests/nbd; run by /usr/bin/python3),
 #           qemu-system-x86 (without recommends: ~84 MB instead of ~438 MB),
+#           chromium (headless, for tests/show: the lesson page rendered as a teacher
+#           projects it; ~81 MB download, ~290 MB installed, 23 packages without recommends),
 #           python3 + python3-venv when no Python 3.11 with venv is on the machine,
 #           gcc + libc6-dev when no C compiler with the C library headers is there
 #   build/uml_xstate_fix.so: the XSAVE fix that lets linux.uml boot on AMX hosts
@@ -11,14 +13,17 @@
 #   build/uml_sync_log.so: logs host fsync/fdatasync/sync/... calls of linux.uml and of
 #           `ubdsim run` alike (kernel_ref/native/uml_sync_log.c; kernel_ref/sync_log.py)
 #   The qemu guest kernel (.deb) is fetched on first use by guest_images/qemu/build_image.py.
-#   venv:   .venv with ubdsim in editable mode, numpy, pytest, hypothesis, python-ptrace
+#   venv:   .venv with ubdsim in editable mode, numpy, matplotlib (ubdsim show's pictures),
+#           pytest, hypothesis, python-ptrace; reinstalled when pyproject.toml is newer than
+#           the stamp or a dependency does not import
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_pkgs=()
 for spec in e2fsprogs:mkfs.ext4 uml-utilities:uml_mkcow user-mode-linux:linux.uml \
             qemu-utils:qemu-img busybox-static:busybox fdisk:sfdisk \
-            qemu-system-x86:qemu-system-x86_64 strace:strace python3-libnbd:nbdsh; do
+            qemu-system-x86:qemu-system-x86_64 strace:strace python3-libnbd:nbdsh \
+            chromium:chromium; do
     pkg=${spec%%:*}; bin=${spec##*:}
     command -v "$bin" >/dev/null 2>&1 || need_pkgs+=("$pkg")
 done
@@ -62,7 +67,8 @@ if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
 stamp=.venv/.ubdsim-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] \
+        || ! .venv/bin/python -c 'import numpy, matplotlib, ptrace, pytest, hypothesis' 2>/dev/null; then
     echo "setup: installing Python dependencies into .venv"
     .venv/bin/python -m pip install -q --upgrade pip
     .venv/bin/python -m pip install -q -e '.[test]'

@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "check": ("ubdsim.cli.check", "find damage in a COW file (exit codes as qemu-img check)"),
     "repair": ("ubdsim.cli.repair", "repair what check found, crash-safe, never hiding damage"),
     "map": ("ubdsim.cli.map", "show where each sector of a device comes from (like qemu-img map)"),
+    "show": ("ubdsim.cli.show", "draw a COW file: a picture (--png/--svg) or a map in the terminal"),
     "compare": ("ubdsim.cli.compare", "compare what two devices show a guest (like qemu-img compare)"),
     "rebase": ("ubdsim.cli.rebase", "point a COW file at another backing file, safely"),
     "convert": ("ubdsim.cli.convert", "convert COW+backing to raw or qcow2, and qcow2 back to COW"),
