@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "rebase": ("ubdsim.cli.rebase", "point a COW file at another backing file, safely"),
     "convert": ("ubdsim.cli.convert", "convert COW+backing to raw or qcow2, and qcow2 back to COW"),
     "parse": ("ubdsim.cli.parse", "parse ubd kernel options exactly as a chosen kernel does"),
+    "explain": ("ubdsim.cli.explain", "say what the kernel will do with a command line and its files"),
     "run": ("ubdsim.cli.run", "run a program that sees the configured units as /dev/ubdX"),
     "serve": ("ubdsim.cli.serve", "export the configured units over NBD"),
     "vm": ("ubdsim.cli.vm", "boot a Linux guest in qemu on the configured units"),

@@ -26,12 +26,24 @@ survives). A symlink is followed, like uml_mkcow does. -f refuses, with one line
   - anything but a regular file.
 BACKING must be a regular file or a block device (a directory, FIFO or character device
 such as /dev/zero is refused: `moo` could never merge it).
+
+A BACKING that is itself a COW file is made over, with one `ubdsim mkcow: warning: ...` line
+on stderr (exit 0): UML cannot stack COW files, a kernel opens a backing file raw, so the
+guest would see that file's header and bitmap as the first sectors of its disk.
+
+--kernel P makes the file the way that kernel creates one when a COW file is missing: the
+header version it writes (the profile's FormatRules.created_version, listed under --kernel
+below), its alignment, and how it sets the file's length (DeviceRules.creation_trailing_byte:
+one zero byte at the end, or extended as a hole). --cow-version overrides the version (with a
+warning when that kernel cannot read it).
 """
 from __future__ import annotations
 
 import argparse
+import sys
 
-from ..ops.mkcow import make_cow
+from ..ops.mkcow import DEFAULT_VERSION, make_cow
+from ..profiles import PROFILES, get_profile
 from .render import to_json
 from .status import OK
 
@@ -42,15 +54,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--replace-non-cow", action="store_true",
                         help="with -f: also replace a file that is not a COW file (destroys it)")
     parser.add_argument("--json", action="store_true", help="print what was written as JSON")
-    parser.add_argument("--cow-version", type=int, choices=(1, 2, 3), default=3,
-                        help="header version to write (default 3, like uml_mkcow)")
+    parser.add_argument("--cow-version", type=int, choices=(1, 2, 3), default=None,
+                        help=f"header version to write (default: the --kernel profile's, else "
+                             f"{DEFAULT_VERSION}, like uml_mkcow)")
+    parser.add_argument("--kernel", choices=list(PROFILES), default=None, metavar="P",
+                        help="create the file as that kernel creates one: "
+                             + "; ".join(f"{name}: V{p.format.created_version}"
+                                         for name, p in PROFILES.items()))
     parser.add_argument("cow", metavar="COW", help="the COW file to create")
     parser.add_argument("backing", metavar="BACKING", help="the backing file it covers")
 
 
 def run(args: argparse.Namespace) -> int:
+    profile = get_profile(args.kernel) if args.kernel else None
     result = make_cow(args.cow, args.backing, version=args.cow_version, force=args.force,
-                      replace_non_cow=args.replace_non_cow)
+                      replace_non_cow=args.replace_non_cow, profile=profile)
+    for warning in result.warnings:
+        print(f"ubdsim mkcow: warning: {warning}", file=sys.stderr, flush=True)
     if args.json:
         print(to_json(result))
     return OK

@@ -9,20 +9,32 @@ or a block device (what `moo` and the kernel's size check accept); `-f` never re
 backing file itself, a file another process holds locked, or a file that is not a COW file
 (unless `replace_non_cow` says the user means it). An empty file counts as replaceable: it
 is what a failed uml_mkcow leaves behind.
+
+A backing file that is itself a COW file is not refused, only warned about (`warnings`): UML
+cannot stack, a kernel opens a backing file raw (ubd_kern.c ubd_open_dev():
+open_ubd_file(..., NULL)), so the guest would see that file's header and bitmap as its first
+sectors; but a user may mean exactly that (to study it). `profile` makes the file the way
+that kernel creates one (FormatRules.created_version and created_alignment, and
+DeviceRules.creation_trailing_byte for how its length is set) unless `version` is given, and
+warns when the version asked is one that kernel cannot read.
 """
 from __future__ import annotations
 
 import errno as _errno
 import os
 import stat
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
-from ..cow.create import create_cow
+from ..cow.create import Tail, create_cow
 from ..cow.header import probe
 from ..cow.layouts import MAGIC_AND_VERSION
 from ..errors import RefusedFile
 from ..fileio import kind_name, refuse_non_disk, refuse_same_file, shown
+from ..profiles import Profile
+from .chain import walk_chain
 from .locks import refuse_if_locked
+
+DEFAULT_VERSION = 3              # uml_mkcow's
 
 
 @dataclass(frozen=True)
@@ -36,14 +48,18 @@ class CreateResult:
     sectorsize: int
     alignment: int
     replaced: bool               # an existing COW file was replaced (-f)
+    profile: str | None = None   # the kernel profile whose way of creating it was followed
+    warnings: list[str] = field(default_factory=list)   # one line each, for stderr
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def make_cow(cow: str, backing: str, *, version: int = 3, force: bool = False,
-             replace_non_cow: bool = False) -> CreateResult:
-    """Create `cow` over `backing` (uml_mkcow [-f] COW BACKING), refusing the footguns above."""
+def make_cow(cow: str, backing: str, *, version: int | None = None, force: bool = False,
+             replace_non_cow: bool = False, profile: Profile | None = None) -> CreateResult:
+    """Create `cow` over `backing` (uml_mkcow [-f] COW BACKING), refusing the footguns above.
+
+    `version` None: the profile's created version, else uml_mkcow's (3)."""
     try:
         refuse_non_disk(os.stat(backing), backing, "backing file")
     except FileNotFoundError:
@@ -51,10 +67,39 @@ def make_cow(cow: str, backing: str, *, version: int = 3, force: bool = False,
     existed = os.path.lexists(cow)
     if existed and force:
         _refuse_replacing(cow, backing, replace_non_cow)
-    header = create_cow(cow, backing, version=version, exclusive=not force)
+    warnings = _stacking_warning(backing)
+    alignment, tail = 4096, Tail.ZERO_BYTE
+    if profile is not None:
+        alignment = profile.format.created_alignment or alignment
+        tail = Tail.ZERO_BYTE if profile.device.creation_trailing_byte else Tail.TRUNCATE
+        if version is None:
+            version = profile.format.created_version
+        elif version not in profile.format.readable_versions:
+            readable = ", ".join(f"V{v}" for v in sorted(profile.format.readable_versions))
+            warnings.append(f"profile {profile.name} cannot read a V{version} header (it reads "
+                            f"{readable}): named alone it would use '{shown(cow)}' raw, with a "
+                            "backing file it refuses it")
+    if version is None:
+        version = DEFAULT_VERSION
+    header = create_cow(cow, backing, version=version, alignment=alignment, exclusive=not force,
+                        tail=tail)
     return CreateResult(cow=cow, backing=os.fsdecode(header.backing_path), version=header.version,
                         size=header.size, sectorsize=header.sectorsize,
-                        alignment=header.alignment, replaced=existed)
+                        alignment=header.alignment, replaced=existed,
+                        profile=profile.name if profile else None, warnings=warnings)
+
+
+def _stacking_warning(backing: str) -> list[str]:
+    """One line when `backing` is itself a COW file (ops.chain looks without blocking)."""
+    layer = walk_chain(backing, max_depth=1).layers[0]
+    if not (layer.is_cow or layer.header_error):
+        return []
+    what = (f"a V{layer.header.version} COW file over '{shown(layer.header.backing_path)}'"
+            if layer.header else "a file with the COW magic")
+    return [f"the backing file '{shown(backing)}' is itself {what}: UML cannot stack, a kernel "
+            "opens a backing file raw, so the guest will see its header and bitmap as the "
+            f"first sectors of the disk; to layer on its contents, merge it first (`ubdsim moo "
+            f"{shown(backing)} merged.img`) and make the COW file over the merged image"]
 
 
 def _refuse_replacing(cow: str, backing: str, replace_non_cow: bool) -> None:
