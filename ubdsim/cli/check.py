@@ -1,6 +1,6 @@
 """Find damage in a UML COW file: the header, the bitmap against the data, the backing file.
 
-  ubdsim check [--json] [-b BACKING] [--kernel P] [-U] COW
+  ubdsim check [--json] [-b BACKING] [--kernel P] [-U] [--chain] COW
 
 Each finding has a stable id, a severity and one sentence naming the kernel behaviour behind
 it. Severities, as qemu-img check counts them:
@@ -32,16 +32,25 @@ repair` never does that (see its --help).
 
 A COW file that another process holds locked (a running 6.1 guest) is refused unless -U
 (--force-share, as qemu-img's): its contents may change while they are read.
+
+--chain is ubdsim's own (UML cannot stack: without it, a backing file that is a COW file is
+the warning backing.is_cow): every COW layer of the backing chain is checked against the
+file below it (its findings, size and mtime included), down to the raw bottom, plus the
+chain's own findings (chain.loop, chain.missing, chain.unusable, chain.unreadable_layer:
+corruptions). The exit code is the worst layer's (corruption, then leaks, then clean).
+-b does not combine with it.
 """
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ..doctor.findings import EXIT_CLEAN, EXIT_CORRUPT, EXIT_LEAKS, EXIT_NOT_CHECKED
 from ..fileio import shown
-from ..ops.check import CheckReport, check
+from ..ops.check import ChainCheckReport, CheckReport, check, check_chain
 from ..profiles import PROFILES, get_profile
 from .render import to_json
+from .status import USAGE
 
 EPILOG = f"""exit codes (as qemu-img check):
   {EXIT_CLEAN}    no corruption and no leak (warnings may be printed)
@@ -59,6 +68,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="judge for one kernel profile (2.4, 2.4-stock, 6.1)")
     parser.add_argument("-U", "--force-share", action="store_true",
                         help="check a file another process holds locked")
+    parser.add_argument("--chain", action="store_true",
+                        help="ubdsim's own: check every layer of the backing chain")
     parser.add_argument("cow", metavar="COW", help="the COW file to check")
 
 
@@ -87,8 +98,36 @@ def report_text(report: CheckReport) -> str:
     return "\n".join(lines)
 
 
+def chain_text(report: ChainCheckReport) -> str:
+    if len(report.layers) == 1 and report.layers[0].format == "raw":
+        return report_text(report.layers[0])          # no chain: a raw image
+    layers = report.chain.get("layers", [])
+    names = " -> ".join(f"'{shown(layer['path'])}'" for layer in layers)
+    lines = [f"{shown(report.path)}: backing chain of {len(layers)} layers: {names} "
+             "(ubdsim's --chain)"]
+    for i, layer in enumerate(report.layers):
+        lines += ["", f"=== layer {i} ===", report_text(layer)]
+    lines.append("")
+    if report.findings:
+        lines.append("chain:")
+        lines += [f"{f.severity:<10}  {f.id}: {f.text}" for f in report.findings]
+    else:
+        lines.append(f"chain: {len(report.layers)} COW layers over "
+                     f"'{shown(report.bottom or '?')}', every one checked")
+    lines.append(f"worst layer: exit code {report.status}")
+    return "\n".join(lines)
+
+
 def run(args: argparse.Namespace) -> int:
     profile = get_profile(args.kernel) if args.kernel else None
+    if args.chain:
+        if args.backing is not None:
+            print("ubdsim check: usage: -b does not combine with --chain (each layer's header "
+                  "names the one below it)", file=sys.stderr)
+            return USAGE
+        chained = check_chain(args.cow, profile=profile, force_share=args.force_share)
+        print(to_json(chained) if args.json else chain_text(chained))
+        return chained.status
     report = check(args.cow, backing=args.backing, profile=profile, force_share=args.force_share)
     print(to_json(report) if args.json else report_text(report))
     return report.status

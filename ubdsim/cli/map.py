@@ -25,14 +25,22 @@ Only the bitmap's allocated parts and the host files' SEEK_DATA/SEEK_HOLE answer
 never a data byte: a COW file over a 1 TiB sparse backing file maps in a moment. The backing
 file is checked as `ubdsim moo` checks it (missing, size or mtime mismatch: refused); a file
 grown by the 2.4 resize patch maps as the grown disk.
+
+--chain is ubdsim's own (UML cannot stack; see `ubdsim run --help`): the COW file's backing
+file may itself be a COW file, and so on down to a raw file; the map then covers the whole
+chain as `ubdsim run --chain` reads it, and `depth` is the layer holding each run (0 = the
+top COW file, ..., N = the raw bottom), as qemu-img map numbers a backing chain. Every link
+is checked (size and mtime against the header above it; loops refused); -b does not combine
+with it.
 """
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ..ops.map import map_device
 from .render import map_text, to_json
-from .status import EXIT_CODES_HELP, OK
+from .status import EXIT_CODES_HELP, OK, USAGE
 
 EPILOG = EXIT_CODES_HELP
 
@@ -57,11 +65,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="start the map at this device offset (as qemu-img map)")
     parser.add_argument("--max-length", type=byte_count, default=None, metavar="LEN",
                         help="map at most this many bytes (as qemu-img map)")
+    parser.add_argument("--chain", action="store_true",
+                        help="ubdsim's own: map the whole chain of COW files (depth = the layer "
+                             "holding each run)")
     parser.add_argument("device", metavar="DEVICE", help="a COW file or a raw image")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.chain and args.backing is not None:
+        print("ubdsim map: usage: -b does not combine with --chain (each layer's header names "
+              "the one below it)", file=sys.stderr)
+        return USAGE
     report = map_device(args.device, backing=args.backing, start=args.start_offset,
-                        length=args.max_length)
+                        length=args.max_length, chain=args.chain)
     print(to_json(report.records()) if args.json else map_text(report))
     return OK

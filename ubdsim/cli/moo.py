@@ -2,6 +2,8 @@
 
   ubdsim moo [-b ACTUAL_BACKING] COW NEWFILE     write the merged image to NEWFILE
   ubdsim moo [-b ACTUAL_BACKING] -d COW          write the COW's sectors into the backing file
+  ubdsim moo --chain [-f] COW NEWFILE            merge a whole chain of COW files into NEWFILE
+  ubdsim moo --chain -d COW                      merge the top layer into the COW layer below
 
 -b names the backing file when the header's path is wrong (a COW file made in a chroot); it
 must still match the header's size and mtime. -b may come before or after -d.
@@ -21,6 +23,16 @@ Unlike uml_moo:
   write access to the COW file's directory (the COW file itself is only read);
 - V1/V2 files with the rounding bug: the last sectors have no bit, so they come from the
   backing file (uml_moo reads their bits from past its bitmap buffer).
+
+--chain is ubdsim's own (UML cannot stack; see `ubdsim run --help`): COW's backing file may
+itself be a COW file, and so on down to a raw file; every link's size and mtime are checked
+against the header above it, and loops and missing files are refused with one line.
+`--chain COW NEWFILE` writes the device `ubdsim run --chain` shows a guest (the raw bottom's
+size) as NEWFILE, written as above. `--chain -d COW` commits COW into the layer below it:
+below a COW file, COW's marked sectors go into that file's data area and are marked in its
+bitmap, in a copy rebuilt beside it and renamed over it (a crash leaves the old file or the
+new one); its mtime changes, so COW and any other COW file over it no longer match it (as
+after any -d). Below a raw file it is the ordinary -d. -b does not combine with --chain.
 A progress bar is shown when stderr is a terminal; --json prints a summary.
 """
 from __future__ import annotations
@@ -28,7 +40,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..ops.merge import merge_in_place, merge_new
+from ..ops.merge import merge_chain_down, merge_chain_new, merge_in_place, merge_new
 from .progress import ProgressBar
 from .render import merge_text, to_json
 from .status import OK, USAGE
@@ -41,6 +53,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="merge destructively into the backing file (crash-safe to re-run)")
     parser.add_argument("-f", "--force", action="store_true", help="replace an existing NEWFILE")
     parser.add_argument("--json", action="store_true", help="print a JSON summary")
+    parser.add_argument("--chain", action="store_true",
+                        help="ubdsim's own: merge a chain of COW files (backing files that are "
+                             "COW files, down to a raw file); with -d, commit COW into the "
+                             "layer below it")
     parser.add_argument("cow", metavar="COW", help="the COW file to merge")
     parser.add_argument("newfile", metavar="NEWFILE", nargs="?",
                         help="the merged image to create (not with -d)")
@@ -51,9 +67,17 @@ def run(args: argparse.Namespace) -> int:
         print("ubdsim moo: usage: ubdsim moo [-b BACKING] -d COW  |  ubdsim moo [-b BACKING] COW NEWFILE",
               file=sys.stderr)
         return USAGE
+    if args.chain and args.backing is not None:
+        print("ubdsim moo: usage: -b does not combine with --chain (each layer's header names "
+              "the one below it)", file=sys.stderr)
+        return USAGE
     bar = ProgressBar("merging")
     try:
-        if args.in_place:
+        if args.chain and args.in_place:
+            result = merge_chain_down(args.cow, progress=bar)
+        elif args.chain:
+            result = merge_chain_new(args.cow, args.newfile, force=args.force, progress=bar)
+        elif args.in_place:
             result = merge_in_place(args.cow, backing=args.backing, progress=bar)
         else:
             result = merge_new(args.cow, args.newfile, backing=args.backing,

@@ -9,7 +9,7 @@ import json
 import time
 
 from ..fileio import shown
-from ..ops.inspect import InfoReport
+from ..ops.inspect import ChainInfo, InfoReport
 from ..ops.merge import MergeResult
 
 
@@ -70,15 +70,52 @@ def info_text(report: InfoReport) -> str:
     return "\n".join(lines)
 
 
+def _match(value: bool | None) -> str:
+    return "?" if value is None else ("yes" if value else "NO")
+
+
+def chain_info_text(info: ChainInfo) -> str:
+    """`info --chain`: the chain's layers and links, then each COW layer's own report."""
+    layers = info.chain.get("layers", [])
+    lines = [f"{shown(info.path)}: backing chain of {len(layers)} layers, top first "
+             "(ubdsim's --chain; the kernel reads a backing file raw)"]
+    width = max((len(shown(layer["path"])) for layer in layers), default=0)
+    for i, layer in enumerate(layers):
+        if not layer["exists"]:
+            what = f"missing ({layer['error']})"
+        elif layer["error"]:
+            what = f"unusable ({layer['error']})"
+        elif layer["is_cow"]:
+            what = f"COW file version {layer['header']['version']}"
+        elif layer["header_error"]:
+            what = f"COW magic, unreadable header ({layer['header_error']})"
+        else:
+            what = f"raw, {layer['size']} bytes"
+        line = f"  layer {i:<3} {shown(layer['path']):<{width}}  {what}"
+        if i > 0 and layer["exists"] and not layer["error"]:
+            line += (f"; size match {_match(layer['size_match'])}, "
+                     f"mtime match {_match(layer['mtime_match'])}")
+        lines.append(line)
+    lines.append(f"  problem   {info.problem}" if info.problem else "  problem   none: every link matches")
+    for i, report in enumerate(info.layers):
+        lines += ["", f"=== layer {i} ===", info_text(report)]
+    return "\n".join(lines)
+
+
 def merge_text(result: MergeResult) -> str:
     where = (f"into the backing file {shown(result.output)}" if result.in_place
              else f"into {shown(result.output)}")
     resumed = " (resumed an interrupted merge)" if result.resumed else ""
+    if result.chain:
+        if result.in_place and len(result.chain) > 2:
+            where = f"into the COW layer below it, {shown(result.output)}"
+        resumed += " (chain: " + " -> ".join(shown(p) for p in result.chain) + ")"
     if result.size > result.backing_size:
         resumed += (f" (COW file grown by the 2.4 resize patch: {result.backing_size} -> "
                     f"{result.size} bytes)")
-    return (f"merged {shown(result.cow)} {where}{resumed}: {result.sectors_from_cow} sectors from the COW "
-            f"file, {result.sectors_from_backing} from {shown(result.backing)}; "
+    cows = "COW layers" if result.chain and not result.in_place else "COW file"
+    return (f"merged {shown(result.cow)} {where}{resumed}: {result.sectors_from_cow} sectors from the "
+            f"{cows}, {result.sectors_from_backing} from {shown(result.backing)}; "
             f"{result.bytes_written} bytes written in {result.seconds:.2f} s")
 
 

@@ -1,6 +1,6 @@
 """Run an ordinary program that sees the configured ubd units as block devices.
 
-    ubdsim run [--kernel P] [--log FILE] [--no-pin] WORD... -- COMMAND [ARG...]
+    ubdsim run [--kernel P] [--log FILE] [--no-pin] [--chain] WORD... -- COMMAND [ARG...]
 
 WORDs are kernel command-line options, parsed as the chosen kernel parses them
 (`ubd0=cow.img,root_fs`, `ubd1r=data.img`, `ubd0=cow,back,256M` ...). The units are then
@@ -30,6 +30,17 @@ writes /proc/sysrq-trigger or mounts things acts on the host); no partition node
 (/dev/ubda1) and no /sys/block entries; sendfile/splice/copy_file_range on a device give
 EINVAL (callers fall back to read/write); a guest cannot itself use ptrace (strace, gdb);
 ubdsim waits for background processes the guest leaves behind.
+
+--chain is ubdsim's own option, not the kernel's: UML cannot stack, so by default (as in
+the kernel) a unit's backing file that is itself a COW file is read raw and the guest sees
+that file's header and bitmap as its first sectors. With --chain such a backing file is
+read as a read-only COW layer over ITS backing file, recursively, down to a raw file: a
+sector the top COW file does not hold comes from the next layer's COW data if marked there,
+and so on down. Each layer's size and mtime are checked against the header above it; a
+mismatch, a loop or a missing file refuses the unit with one `ubdsim: chain:` line (the
+unit then has no node). Writes go to the top COW file only; the kernel's messages for it
+are unchanged, plus one `ubdsim: chain:` line naming the layers. The device is as large
+as the raw bottom file.
 
 Tracer and guest are pinned to one CPU by default (a ptrace stop costs ~10 us then, ~95 us
 across CPUs); --no-pin lets the guest use every CPU.
@@ -65,6 +76,10 @@ def _add_options(parser: argparse.ArgumentParser) -> None:
                              "never truncated; never one of the units' files)")
     parser.add_argument("--pin", action=argparse.BooleanOptionalAction, default=True,
                         help="pin tracer and guest to one CPU (default: on)")
+    parser.add_argument("--chain", action="store_true", default=False,
+                        help="ubdsim's own, not the kernel's: read a backing file that is a "
+                             "COW file as a read-only layer over its own backing file, "
+                             "recursively (default: raw, as the kernel reads it)")
 
 
 def split_words(rest: list[str], args: argparse.Namespace) -> tuple[list[str], list[str]]:
@@ -78,9 +93,9 @@ def split_words(rest: list[str], args: argparse.Namespace) -> tuple[list[str], l
         raise UsageError("no COMMAND after '--'")
     late = argparse.ArgumentParser(add_help=False)
     _add_options(late)
-    late.set_defaults(**{k: getattr(args, k) for k in ("kernel", "log", "pin")})
+    late.set_defaults(**{k: getattr(args, k) for k in ("kernel", "log", "pin", "chain")})
     options, words = late.parse_known_args(rest[:cut])
-    for key in ("kernel", "log", "pin"):
+    for key in ("kernel", "log", "pin", "chain"):
         setattr(args, key, getattr(options, key))
     return words, command
 
@@ -131,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
         for line in parsed.messages:
             log(line)
         bus = EventBus(lambda event: log(event.data["text"]), kinds={"message"})
-        disks, _messages, _failures = boot_disks(parsed.units, profile, bus)
+        disks, _messages, _failures = boot_disks(parsed.units, profile, bus, chain=args.chain)
         sys.stdout.flush()
         return run_guest(disks, command, max_units=profile.cmdline.max_units,
                          rules=HarnessRules.from_profile(profile), pin=args.pin)

@@ -1,7 +1,7 @@
 """Export the configured ubd units over NBD, so real kernels and qemu tools can use them.
 
   ubdsim serve [--kernel P] [--unix PATH | --port N] [--flush kernel|fsync]
-               [--max-connections N] [--no-block-status] WORD...
+               [--max-connections N] [--no-block-status] [--chain] WORD...
 
 WORDs are kernel command-line options (`ubd0=cow,backing ubd1r=disk.img ...`), parsed and
 booted exactly as the chosen kernel boots them: the kernel's messages are printed on stderr.
@@ -10,6 +10,11 @@ open until it stops (clients come and go without reopening anything); units that
 open are left out. Each unit that opened becomes one NBD export named as the kernel names the
 disk: ubda, ubdb... under 6.1, ubd0, ubd1... under 2.4. The first unit is also the default
 export (empty name).
+
+--chain is ubdsim's own option, not the kernel's (see `ubdsim run --help`): a backing file
+that is itself a COW file is read as a read-only COW layer over its own backing file,
+recursively, instead of raw as UML reads it. base:allocation then reports the top COW
+file's sectors as data and everything the layers below hold as holes.
 
 Clients: qemu (`-blockdev driver=nbd,...`), qemu-io, qemu-img, `ubdsim vm`. For example:
   ubdsim serve --kernel 6.1 --unix /tmp/u.sock ubd0=disk.cow,disk.img &
@@ -159,7 +164,7 @@ def _stale_socket(path: str) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     profile = get_profile(args.kernel)
-    opened = open_exports(args.words, profile, args.flush, _print_kernel)
+    opened = open_exports(args.words, profile, args.flush, _print_kernel, chain=args.chain)
     try:
         if not opened.exports:
             print("ubdsim serve: error: no unit opened, nothing to export", file=sys.stderr)

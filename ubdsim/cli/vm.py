@@ -1,6 +1,6 @@
 """Boot a real Linux kernel in qemu on the configured ubd units and run a script in it.
 
-  ubdsim vm [--kernel P] [--timeout S] [--flush kernel|fsync] WORD... -- GUEST_SCRIPT
+  ubdsim vm [--kernel P] [--timeout S] [--flush kernel|fsync] [--chain] WORD... -- GUEST_SCRIPT
 
 WORDs are kernel options (`ubd0=disk.cow,disk.img ...`) opened exactly as `ubdsim serve`
 and `ubdsim run` open them (the kernel's messages go to stderr first). The units are served
@@ -20,6 +20,9 @@ A boot takes ~2 s of emulated time on this machine before the script starts.
 --timeout S stops the guest after S seconds (default 600): a finite number greater than 0
 (fractions allowed; nan and inf are refused, so a typo cannot turn the limit off).
 --flush: what a guest flush does to the host files (see `ubdsim serve --help`).
+--chain is ubdsim's own option, not the kernel's (see `ubdsim run --help`): a unit's backing
+file that is itself a COW file is read as a read-only COW layer over its own backing file,
+recursively, instead of raw as UML reads it; writes go to the top COW file only.
 """
 from __future__ import annotations
 
@@ -52,6 +55,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="stop the guest after S seconds, finite and > 0 (default 600)")
     parser.add_argument("--flush", choices=FLUSH_MODES, default="kernel",
                         help="what a guest flush does (default kernel: the real driver's flush)")
+    parser.add_argument("--chain", action="store_true",
+                        help="ubdsim's own, not the kernel's: read a backing file that is a "
+                             "COW file as a read-only layer over its own backing file, "
+                             "recursively (default: raw, as UML reads it)")
     parser.add_argument("words", nargs="+", metavar="WORD", help="kernel options: ubd0=... ")
     parser.add_argument("script", metavar="GUEST_SCRIPT", help="shell script run in the guest")
 
@@ -61,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     script = Path(args.script).read_bytes()
     image = guest_image()
     opened = open_exports(args.words, profile, args.flush,
-                          lambda line: print(line, file=sys.stderr, flush=True))
+                          lambda line: print(line, file=sys.stderr, flush=True), chain=args.chain)
     try:
         if not opened.exports:
             print("ubdsim vm: error: no unit opened, nothing to give the guest", file=sys.stderr)

@@ -37,12 +37,14 @@ class Disk:
     """
 
     def __init__(self, spec: UnitSpec, profile: Profile, size: int,
-                 events: EventBus | EventSink | None = None, *, resize_mode: str = "safe") -> None:
+                 events: EventBus | EventSink | None = None, *, resize_mode: str = "safe",
+                 chain: bool = False) -> None:
         self.spec = spec
         self.profile = profile
         self.size = size
         self.events = as_bus(events)
         self.resize_mode = resize_mode
+        self.chain = chain              # ubdsim's --chain (device/chain.py), not the kernel's
         self.count = 0
         self.unit: Unit | None = None
         self.messages: list[str] = []
@@ -59,7 +61,7 @@ class Disk:
         if self.count == 0:
             try:
                 unit = open_dev(self.spec, self.profile, self.size, self.events,
-                                resize_mode=self.resize_mode)
+                                resize_mode=self.resize_mode, chain=self.chain)
             except UbdError as err:
                 self.messages.extend(getattr(err, "printed", ()))
                 self._keep_backing(getattr(err, "backing_file", self.spec.backing))
@@ -95,8 +97,8 @@ class Disk:
 
 
 def boot_disks(specs: Mapping[int, UnitSpec] | Iterable[UnitSpec], profile: Profile,
-               events: EventBus | EventSink | None = None, *, resize_mode: str = "safe"
-               ) -> tuple[dict[int, Disk], list[str], dict[int, UbdError]]:
+               events: EventBus | EventSink | None = None, *, resize_mode: str = "safe",
+               chain: bool = False) -> tuple[dict[int, Disk], list[str], dict[int, UbdError]]:
     """ubd_init() -> ubd_add() for units 0, 1, 2...: (disks, messages, failures).
 
     Each unit is sized, registered and opened once by the partition scan, then released:
@@ -104,6 +106,11 @@ def boot_disks(specs: Mapping[int, UnitSpec] | Iterable[UnitSpec], profile: Prof
     print order; `failures` holds each unit whose sizing or boot open failed. A unit whose
     sizing failed has no disk; one whose boot open failed keeps its disk when the profile
     registers disks before opening them ([6.1]).
+
+    `chain` is ubdsim's own --chain: a unit's backing file that is a COW file is read as a
+    stack of read-only COW layers down to a raw file (device/chain.py); the kernel's messages
+    stay as they are, plus `ubdsim: chain:` lines naming the layers (or refusing the unit,
+    which then has no disk).
     """
     items = specs.values() if isinstance(specs, Mapping) else specs
     bus = as_bus(events)
@@ -112,12 +119,12 @@ def boot_disks(specs: Mapping[int, UnitSpec] | Iterable[UnitSpec], profile: Prof
     messages: list[str] = []
     for spec in sorted(items, key=lambda s: s.unit):
         try:
-            size = add_size(spec, profile, bus)
+            size = add_size(spec, profile, bus, chain=chain)
         except UbdError as err:
             messages.extend(getattr(err, "printed", ()))
             failures[spec.unit] = err
             continue
-        disk = Disk(spec, profile, size, bus, resize_mode=resize_mode)
+        disk = Disk(spec, profile, size, bus, resize_mode=resize_mode, chain=chain)
         if not profile.device.add_opens_device and size == 0:
             # block/genhd.c disk_scan_partitions() [6.1]: no scan (no open) of an empty disk.
             disks[spec.unit] = disk

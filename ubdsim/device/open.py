@@ -27,6 +27,7 @@ from ..errors import (BackingError, CowFormatError, MtimeMismatch, ResizeError, 
 from ..messages import render
 from ..messages.device import UNLEVELLED
 from ..profiles import Profile
+from . import chain as stack
 from .api import SECTOR_SIZE
 from .events import EventBus, EventSink, as_bus
 from .locking import lock_file
@@ -52,6 +53,12 @@ class _Log:
         self.lines.append(text)
         if self.events.active:
             self.events.emit("message", self.unit, msg_id=msg_id, text=text)
+
+    def own(self, text: str) -> None:
+        """A line of ubdsim's own (`ubdsim: chain: ...`): no kernel prints it, none is cut."""
+        self.lines.append(text)
+        if self.events.active:
+            self.events.emit("message", self.unit, msg_id="ubdsim.chain", text=text)
 
 
 class _OpenFailed(Exception):
@@ -87,10 +94,15 @@ def _read_header(fd: int, profile: Profile) -> CowHeader:
     return read_header(os.pread(fd, HEADER_READ_SIZE, 0), profile.format)
 
 
-def device_size(spec: UnitSpec, profile: Profile, log: _Log) -> int:
+def device_size(spec: UnitSpec, profile: Profile, log: _Log, chain: bool = False) -> int:
     """ubd_add() + ubd_file_size(): the size comes from the backing file named on the command
     line, else from the backing file a COW header names (even with flag d: the header is read
-    anyway), else from the file itself; then [6.1] rounded up to 512, [2.4] down to 1 KiB."""
+    anyway), else from the file itself; then [6.1] rounded up to 512, [2.4] down to 1 KiB.
+
+    `chain` (ubdsim's --chain): a backing file that is itself a COW file is walked down to
+    its raw bottom (device/chain.py), whose size is the device's; the chain is named in one
+    `ubdsim: chain:` line, or refused with one (no disk is registered then)."""
+    over_backing = True
     if spec.backing is not None:
         source = spec.backing
     else:
@@ -104,7 +116,7 @@ def device_size(spec: UnitSpec, profile: Profile, log: _Log) -> int:
             # read_cow_header() prints why (`short header`, `invalid COW version`...).
             for msg_id in getattr(err, "printed", ()):
                 log(msg_id)
-            source = spec.file
+            source, over_backing = spec.file, False
         else:
             for msg_id in header.notes:
                 log(msg_id)
@@ -112,9 +124,58 @@ def device_size(spec: UnitSpec, profile: Profile, log: _Log) -> int:
         finally:
             os.close(fd)
     size = file_size(source, log)
+    if chain and over_backing and not spec.no_cow:
+        size = _chain_size(spec, source, size, profile, log)
     rules = profile.device
     granule = rules.size_granule
     return div_round(size, granule) * granule if rules.size_rounds_up else size // granule * granule
+
+
+def _chain_refused(spec: UnitSpec, profile: Profile, log: _Log, err: UbdError) -> _OpenFailed:
+    """One `ubdsim: chain: ubdX: refused: ...` line; the unit fails with nothing else printed."""
+    log.own(f"{stack.PREFIX} {profile.device.disk_name(spec.unit)}: refused: {err}")
+    return _OpenFailed(err.errno, err, own_line=True)
+
+
+def _top_stat(path: str) -> os.stat_result | None:
+    try:
+        return os.stat(path)
+    except OSError:
+        return None                 # a COW file about to be created
+
+
+def _chain_size(spec: UnitSpec, backing: str, size: int, profile: Profile, log: _Log) -> int:
+    """[--chain] The bottom file's size when `backing` is a COW file (else `size`, unchanged)."""
+    try:
+        found = stack.plan(backing, 1, spec.file, _top_stat(spec.file))
+    except stack.ChainRefused as err:
+        raise _chain_refused(spec, profile, log, err) from None
+    if found is None:
+        return size
+    if profile.device.resize_patch and spec.size is not None:
+        raise _chain_refused(spec, profile, log, ResizeError(
+            f"a size field ({spec.size}) resizes a COW file over a raw backing file only: "
+            "not with --chain", errno=errno.EINVAL))
+    log.own(found.describe(profile.device.disk_name(spec.unit), spec.file))
+    return found.size
+
+
+def _attach_chain(fd: int, spec: UnitSpec, cow: CowState, profile: Profile, log: _Log) -> None:
+    """[--chain] Where the Unit would pread the backing file, read the stack of its layers
+    (walked and checked again: files may have changed since the disk was sized)."""
+    try:
+        found = stack.plan(cow.backing_path, 1, spec.file, os.fstat(fd))
+        if found is None:
+            return
+        locker = (stack.device_locker if profile.device.takes_locks and not spec.shared
+                  else None)
+        cow.lower = stack.open_stack(found, locker)
+    except UbdError as err:                 # ChainRefused, or a layer no tool may read
+        raise _chain_refused(spec, profile, log, err) from None
+    except OSError as err:
+        raise _chain_refused(spec, profile, log, UbdError(
+            f"a layer of '{spec.file}' cannot be opened: {err.strerror}"
+            + (f": {err.filename}" if err.filename else ""), errno=err.errno)) from None
 
 
 def _open_file(path: str, writable: bool, sync: bool, create: bool = False) -> int:
@@ -315,32 +376,36 @@ def _failure(failed: _OpenFailed | OSError, spec: UnitSpec, log: _Log) -> UbdErr
     return error
 
 
-def add_size(spec: UnitSpec, profile: Profile, events: EventBus | EventSink | None = None) -> int:
+def add_size(spec: UnitSpec, profile: Profile, events: EventBus | EventSink | None = None,
+             *, chain: bool = False) -> int:
     """ubd_add() -> ubd_file_size(): the disk's size, fixed for its life. Raises UbdError
     (`printed`: [6.1] `Failed to initialize ubd device N :...`) when it cannot be known: no
-    disk is registered then."""
+    disk is registered then. `chain`: ubdsim's --chain (see device_size())."""
     log = _Log(profile, spec.unit, as_bus(events))
     try:
-        return device_size(spec, profile, log)
+        return device_size(spec, profile, log, chain)
     except _OpenFailed as failed:
-        if profile.device.reports_cant_open:
+        if profile.device.reports_cant_open and not failed.own_line:
             log("device.init_failed", spec.unit, render("device.no_size", profile.kernel_family))
         raise _failure(failed, spec, log) from None
 
 
 def open_dev(spec: UnitSpec, profile: Profile, size: int,
-             events: EventBus | EventSink | None = None, *, resize_mode: str = "safe") -> Unit:
+             events: EventBus | EventSink | None = None, *, resize_mode: str = "safe",
+             chain: bool = False) -> Unit:
     """ubd_open() -> ubd_open_dev(): one open of a registered disk of `size` bytes.
 
     Returns the Unit (its `messages`: the lines printed). Raises UbdError on failure, after
     [6.1] ubd_open()'s `ubdX: Can't open "F": errno = N`; its `printed` holds the lines and
     its `backing_file` ubd_dev->cow.file after this open (the header's backing path once
     open_ubd_file() used it), for the next open. A Unit's is its `backing_path`.
+    `chain` (ubdsim's --chain): a backing file that is a COW file is read as a stack of
+    read-only layers (device/chain.py), refused with one `ubdsim: chain:` line if it cannot be.
     """
     bus = as_bus(events)
     log = _Log(profile, spec.unit, bus)
     try:
-        unit = _open(spec, profile, size, log, bus, resize_mode)
+        unit = _open(spec, profile, size, log, bus, resize_mode, chain)
     except (_OpenFailed, OSError) as failed:
         if (isinstance(failed, _OpenFailed) and profile.device.reports_cant_open
                 and not failed.own_line):
@@ -353,18 +418,19 @@ def open_dev(spec: UnitSpec, profile: Profile, size: int,
 
 
 def open_unit(spec: UnitSpec, profile: Profile, events: EventBus | EventSink | None = None,
-              *, resize_mode: str = "safe") -> Unit:
+              *, resize_mode: str = "safe", chain: bool = False) -> Unit:
     """Size and open one configured unit as the kernel of `profile` would; returns a Unit.
 
     Raises UbdError on failure; its `printed` attribute holds the kernel log lines (the unit
-    is then absent). `resize_mode` ("safe" or "in-place") applies to the [resize] patch only.
+    is then absent). `resize_mode` ("safe" or "in-place") applies to the [resize] patch only;
+    `chain` is ubdsim's --chain (see open_dev()).
     """
-    size = add_size(spec, profile, events)
-    return open_dev(spec, profile, size, events, resize_mode=resize_mode)
+    size = add_size(spec, profile, events, chain=chain)
+    return open_dev(spec, profile, size, events, resize_mode=resize_mode, chain=chain)
 
 
 def _open(spec: UnitSpec, profile: Profile, size: int, log: _Log, bus: EventBus,
-          resize_mode: str) -> Unit:
+          resize_mode: str, chain: bool = False) -> Unit:
     rules = profile.device
     writable = not spec.readonly
     fd, writable, header, backing = _open_ubd_file(spec, writable, profile, log, bus)
@@ -375,7 +441,10 @@ def _open(spec: UnitSpec, profile: Profile, size: int, log: _Log, bus: EventBus,
             cow = _attach_cow(fd, spec, header, backing, profile, log)
         if cow is not None and rules.resize_patch and spec.size is not None:
             fd, cow = _resize_on_open(fd, spec, cow, writable, profile, log, bus, resize_mode)
-        if cow is not None and cow.header.size > size and rules.accepts_grown_cow:
+        if cow is not None and chain:
+            _attach_chain(fd, spec, cow, profile, log)
+        if (cow is not None and cow.lower is None and cow.header.size > size
+                and rules.accepts_grown_cow):
             size = cow.header.size // rules.size_granule * rules.size_granule
     except _OpenFailed:
         if cow is not None:                 # a refused or failed [resize]: the old state
@@ -550,8 +619,8 @@ def _resize_on_open(fd: int, spec: UnitSpec, cow: CowState, writable: bool, prof
 
 
 def boot_units(specs: Mapping[int, UnitSpec] | Iterable[UnitSpec], profile: Profile,
-               events: EventBus | EventSink | None = None, *, resize_mode: str = "safe"
-               ) -> tuple[dict[int, Unit], list[str], dict[int, UbdError]]:
+               events: EventBus | EventSink | None = None, *, resize_mode: str = "safe",
+               chain: bool = False) -> tuple[dict[int, Unit], list[str], dict[int, UbdError]]:
     """`open_unit` for units 0, 1, 2... in order; returns (units, messages, failures).
 
     Each unit is sized and opened ONCE and stays open: the messages are those of a boot
@@ -566,7 +635,7 @@ def boot_units(specs: Mapping[int, UnitSpec] | Iterable[UnitSpec], profile: Prof
     messages: list[str] = []
     for spec in sorted(items, key=lambda s: s.unit):
         try:
-            unit = open_unit(spec, profile, events, resize_mode=resize_mode)
+            unit = open_unit(spec, profile, events, resize_mode=resize_mode, chain=chain)
         except UbdError as err:
             messages.extend(getattr(err, "printed", ()))
             failures[spec.unit] = err

@@ -30,6 +30,7 @@ import errno
 import mmap
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -42,6 +43,9 @@ from .api import SECTOR_SIZE
 from .events import EventBus
 from .hostio import (FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, data_extents,
                      fallocate, pread_full, pread_like_do_io, pwrite_once)
+
+if TYPE_CHECKING:
+    from .chain import ChainStack
 
 # ubd_kern.c UBD_MAX_REQUEST [6.1]: 8 * sizeof(long) sectors per discard/zeroes request.
 MAX_DISCARD_SECTORS = 64
@@ -57,11 +61,26 @@ class CowState:
     backing_fd: int
     bitmap: np.ndarray          # in-memory bitmap (uint8), longer than bitmap_len
     bitmap_map: mmap.mmap
+    # [--chain, ubdsim's own] the backing file's read-only layers (device/chain.py ChainStack):
+    # unmarked sectors are read from it instead of pread from backing_fd. None: the kernel's.
+    lower: "ChainStack | None" = None
 
     def release(self) -> None:
-        """Free the bitmap (the numpy view must go first: mmap refuses to close under it)."""
+        """Free the bitmap (the numpy view must go first: mmap refuses to close under it),
+        and close the chain's layers if there are any."""
         self.bitmap = None  # type: ignore[assignment]
         self.bitmap_map.close()
+        if self.lower is not None:
+            self.lower.close()
+            self.lower = None
+
+    def read_lower(self, length: int, offset: int) -> bytes:
+        """[--chain] Device bytes from the layers below, read as a plain device."""
+        try:
+            return self.lower.read(offset, length)  # type: ignore[union-attr]
+        except OSError as err:
+            raise DeviceIOError(f"read of a lower layer at {offset} failed: {err.strerror}",
+                                errno=err.errno) from None
 
 
 def load_bitmap(fd: int, geometry: Geometry, word: int) -> tuple[np.ndarray, mmap.mmap]:
@@ -171,13 +190,17 @@ class Unit:
                 fd, file_offset = self.fd, cow.geometry.data_offset + start
             else:
                 fd, file_offset = (cow.backing_fd if cow else self.fd), start
-            if rules.short_read_rereads and file_offset + count * SECTOR_SIZE > os.fstat(fd).st_size:
+            lower = not allocated and cow is not None and cow.lower is not None
+            if (rules.short_read_rereads and not lower
+                    and file_offset + count * SECTOR_SIZE > os.fstat(fd).st_size):
                 return None
             plan.append((allocated, fd, start, file_offset, count * SECTOR_SIZE))
         parts = []
         for allocated, fd, start, file_offset, size in plan:
             try:
-                parts.append(pread_full(fd, size, file_offset))
+                parts.append(cow.read_lower(size, file_offset)
+                             if not allocated and cow is not None and cow.lower is not None
+                             else pread_full(fd, size, file_offset))
             except OSError as err:
                 raise DeviceIOError(f"read at {file_offset} failed: {err.strerror}",
                                     errno=err.errno) from None
@@ -208,7 +231,10 @@ class Unit:
                     fd, file_offset = self.fd, base + cow.geometry.data_offset + within
                 else:
                     fd, file_offset = (cow.backing_fd if cow else self.fd), base + within
-                data, last = self._pread(fd, run_length, file_offset)
+                if not allocated and cow is not None and cow.lower is not None:
+                    data, last = cow.read_lower(run_length, file_offset), run_length
+                else:
+                    data, last = self._pread(fd, run_length, file_offset)
                 start = at + segment - offset + within
                 out[start:start + run_length] = data
                 if self.events.io_active:

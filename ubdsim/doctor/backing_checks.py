@@ -3,7 +3,8 @@
 Both kernels refuse a backing file whose size or mtime differs from the header
 (ubd_kern.c backing_file_mismatch()); 2.4 with the resize patch accepts a larger header size
 when the grown tail is marked. Neither can stack: a backing file that is itself a COW file is
-opened raw, so the guest sees its header and bitmap as disk sectors.
+opened raw, so the guest sees its header and bitmap as disk sectors (ubdsim's own --chain
+reads it as a chain instead).
 """
 from __future__ import annotations
 
@@ -33,8 +34,11 @@ def _is_cow_file(path: str) -> bool:
 
 
 def backing_findings(image: CowImage | None, header: CowHeader, cow_st: os.stat_result,
-                     path: str, profile: Profile | None) -> tuple[BackingStatus, list[Finding]]:
-    """The backing file's status and what is wrong with it (`path`: the header's or -b's)."""
+                     path: str, profile: Profile | None, *, chain: bool = False
+                     ) -> tuple[BackingStatus, list[Finding]]:
+    """The backing file's status and what is wrong with it (`path`: the header's or -b's).
+    `chain` (check --chain): the backing file is checked as a layer of its own, so one that
+    is a COW file is the chain's next layer, not a warning."""
     found: list[Finding] = []
     if not header.backing_path.startswith("/"):
         found.append(Finding("backing.relative_path", WARNING, (
@@ -72,11 +76,12 @@ def backing_findings(image: CowImage | None, header: CowHeader, cow_st: os.stat_
             f"{header.mtime}: both kernels refuse the open (backing_file_mismatch(): `mtime "
             f"mismatch`); {_MOVED}; the HOWTO's `touch` trick skips that check and hides a "
             "backing file whose content really changed")))
-    if _is_cow_file(path):
+    if _is_cow_file(path) and not chain:
         found.append(Finding("backing.is_cow", WARNING, (
             f"the backing file '{name}' is itself a COW file: UML cannot stack, it opens the "
             "backing file raw, so the guest sees that file's header and bitmap as its first "
-            "sectors and never its backing file's data")))
+            "sectors and never its backing file's data; use --chain to read it as a chain "
+            "(ubdsim's own)")))
     return status, found
 
 

@@ -115,11 +115,12 @@ class OpenedUnits:
 
 
 def open_exports(words: list[str], profile: Profile, flush_mode: str,
-                 print_line: Callable[[str], None]) -> OpenedUnits:
+                 print_line: Callable[[str], None], *, chain: bool = False) -> OpenedUnits:
     """Parse `words` as kernel options and open the units as the kernel boots them.
 
     The kernel's messages (parser first, then ubd_init()'s opens) go to `print_line`
     in print order; units that fail are left out, as the kernel boots on without them.
+    `chain`: ubdsim's own --chain, passed to boot_disks() (device/chain.py).
     """
     from ..cmdline.parse import parse_command_line
     from ..device.disk import boot_disks
@@ -131,7 +132,7 @@ def open_exports(words: list[str], profile: Profile, flush_mode: str,
     for line in parsed.messages:
         print_line(str(line))
     bus = EventBus(lambda event: print_line(event.data["text"]), kinds={"message"})
-    disks, _messages, _failures = boot_disks(parsed.units, profile, bus)
+    disks, _messages, _failures = boot_disks(parsed.units, profile, bus, chain=chain)
     held: list[Disk] = []
     units: list[Unit] = []
     for n in sorted(disks):

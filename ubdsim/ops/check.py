@@ -6,11 +6,16 @@ The order of the work: refuse what cannot be checked (not a disk file, not a COW
 file a running kernel holds unless the caller shares it), then the header alone, then the
 bitmap against the data area, then the backing file. A header that cannot be read at all
 is itself the finding (the file claims to be a COW file by its magic).
+
+`check_chain()` (`check --chain`, ubdsim's own: UML cannot stack) checks every COW layer of a
+backing chain down to its raw bottom, each against the file below it, plus the chain's own
+findings (a loop, a missing or unusable layer, a chain too deep); its exit code is the
+worst layer's.
 """
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from ..cow.header import has_magic, read_header
 from ..cow.image import CowImage, header_geometry, read_fully
@@ -21,7 +26,9 @@ from .locks import holder_pid
 from ..profiles import Profile
 from ..doctor import data_checks
 from ..doctor.backing_checks import backing_findings
-from ..doctor.findings import CORRUPTION, EXIT_NOT_CHECKED, LEAK, WARNING, Finding, exit_status
+from ..doctor.findings import (CORRUPTION, EXIT_CLEAN, EXIT_CORRUPT, EXIT_LEAKS, EXIT_NOT_CHECKED,
+                               LEAK, WARNING, Finding, exit_status)
+from .chain import walk_chain
 from ..doctor.header_checks import header_findings, rounding_bug_findings
 
 
@@ -55,8 +62,9 @@ def _report(path: str, fmt: str, findings: list[Finding], status: int, **values)
 
 
 def check(path: str, *, backing: str | None = None, profile: Profile | None = None,
-          force_share: bool = False) -> CheckReport:
-    """Check the COW file `path` (`backing` overrides the header's backing path)."""
+          force_share: bool = False, chain: bool = False) -> CheckReport:
+    """Check the COW file `path` (`backing` overrides the header's backing path).
+    `chain`: as one layer of a chain (check_chain()): a COW backing file is no warning."""
     fd = open_disk_file(path, os.O_RDONLY, "COW file")
     try:
         st = os.fstat(fd)
@@ -89,13 +97,13 @@ def check(path: str, *, backing: str | None = None, profile: Profile | None = No
     except CowFormatError:
         geometry = None          # header_findings() already named the field
     if geometry is None:
-        status, more = backing_findings(None, header, st, backing_path, profile)
+        status, more = backing_findings(None, header, st, backing_path, profile, chain=chain)
         findings += more
         return _report(path, "cow", findings, exit_status(findings), version=header.version,
                        profile=profile.name if profile else None, backing=backing_path)
     with CowImage.open(path) as image:
         marked = list(image.marked_runs())
-        status, more = backing_findings(image, header, st, backing_path, profile)
+        status, more = backing_findings(image, header, st, backing_path, profile, chain=chain)
         grown_from = None
         if status.size is not None and image.grown_over(status.size):
             grown_from = -(-status.size // geometry.sectorsize)
@@ -116,4 +124,67 @@ def check(path: str, *, backing: str | None = None, profile: Profile | None = No
                        marked_sectors=sum(n for _, n in marked), backing=backing_path)
 
 
-__all__ = ["CheckReport", "check"]
+@dataclass(frozen=True)
+class ChainCheckReport:
+    """`ubdsim check --chain`: each COW layer's report, the chain's findings, the worst code."""
+
+    path: str
+    layers: list[CheckReport]          # the COW layers, top first
+    bottom: str | None                 # the raw bottom (None: the chain ends before one)
+    findings: list[Finding]            # the chain's own: chain.loop, chain.missing, ...
+    status: int                        # the worst of the layers' and the chain's codes
+    chain: dict = field(default_factory=dict)   # walk_chain()'s answer
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+# qemu-img check's codes from the worst down (63, "not checked", is no damage).
+_WORST_FIRST = (EXIT_CORRUPT, EXIT_LEAKS, EXIT_CLEAN, EXIT_NOT_CHECKED)
+
+
+def _worst(codes: list[int]) -> int:
+    for code in _WORST_FIRST:
+        if code in codes:
+            return code
+    return EXIT_CLEAN
+
+
+def check_chain(path: str, *, profile: Profile | None = None,
+                force_share: bool = False) -> ChainCheckReport:
+    """Check `path` and every COW layer under it (`check --chain`)."""
+    walked = walk_chain(path)
+    layers = walked.layers
+    if not layers or not layers[0].is_cow:
+        top = check(path, profile=profile, force_share=force_share)   # raw, or refused
+        return ChainCheckReport(path=path, layers=[top], bottom=None, findings=[],
+                                status=top.status, chain=walked.as_dict())
+    reports = []
+    for layer in layers:
+        if not layer.is_cow:
+            break
+        reports.append(check(layer.path, profile=profile, force_share=force_share, chain=True))
+    found: list[Finding] = []
+    last = layers[-1]
+    if walked.loop:
+        found.append(Finding("chain.loop", CORRUPTION, (
+            f"{walked.problem}: no chain can be read through it (the kernel reads a backing "
+            "file raw and never follows one; ubdsim --chain refuses it)")))
+    elif walked.missing:
+        found.append(Finding("chain.missing", CORRUPTION, (
+            f"{walked.problem}: the chain has no bottom, ubdsim --chain refuses it")))
+    elif walked.unusable or walked.depth_exceeded:
+        found.append(Finding("chain.unusable", CORRUPTION, (
+            f"{walked.problem}: ubdsim --chain refuses it")))
+    elif last.header_error is not None:
+        found.append(Finding("chain.unreadable_layer", CORRUPTION, (
+            f"'{shown(last.path)}' has the COW magic but its header cannot be read "
+            f"({last.header_error}): the chain cannot go on through it, ubdsim --chain "
+            "refuses it")))
+    status = _worst([r.status for r in reports] + [exit_status(found)])
+    bottom = last.path if walked.complete and not last.is_cow and last.header_error is None else None
+    return ChainCheckReport(path=path, layers=reports, bottom=bottom, findings=found,
+                            status=status, chain=walked.as_dict())
+
+
+__all__ = ["ChainCheckReport", "CheckReport", "check", "check_chain"]

@@ -23,6 +23,11 @@ file's end every sector is marked). Files are fcntl read-locked as moo locks the
 file a running UML kernel holds writable is refused rather than read while it changes.
 A qcow2 image is refused: UML would read its qcow2 bytes as a raw disk, which is never what
 the user means; `ubdsim convert` turns a qcow2 overlay into a COW file.
+
+`chain=True` (ubdsim's own --chain; UML cannot stack) opens a COW file's whole backing chain
+instead (ops/merge.open_chain: every link checked, loops refused): the device is the raw
+bottom's size, and each run's `depth` is the layer holding it (0 = the top COW file, ...,
+N = the raw bottom), as qemu-img map numbers a backing chain.
 """
 from __future__ import annotations
 
@@ -62,6 +67,7 @@ class SourceRun:
     host_offset: int              # where `start` lives in `file`
     hole: bool                    # the host range is a hole: reads as zeros, nothing stored
     host: tuple[int, int] = field(default=(0, 0), compare=False, repr=False)  # (st_dev, st_ino)
+    level: int | None = field(default=None, compare=False)   # --chain: the layer holding it
 
     @property
     def end(self) -> int:
@@ -69,7 +75,10 @@ class SourceRun:
 
     @property
     def depth(self) -> int:
-        """qemu-img map's depth: 0 = the top file (COW or raw), 1 = the backing file."""
+        """qemu-img map's depth: 0 = the top file (COW or raw), 1 = the backing file (with
+        --chain: the layer's number, the raw bottom's the largest)."""
+        if self.level is not None:
+            return self.level
         return 1 if self.source == BACKING else 0
 
     def host_at(self, offset: int) -> int:
@@ -110,7 +119,8 @@ class DeviceView:
 
     def __init__(self, path: str, kind: str, size: int, fd: int, *,
                  image: CowImage | None = None, backing: str | None = None,
-                 backing_fd: int | None = None, backing_bytes: int | None = None) -> None:
+                 backing_fd: int | None = None, backing_bytes: int | None = None,
+                 stack=None) -> None:
         self.path = path
         self.kind = kind                     # "cow" or "raw"
         self.size = size
@@ -119,9 +129,20 @@ class DeviceView:
         self.backing = backing
         self.backing_fd = backing_fd
         self.backing_size = backing_bytes
+        self.stack = stack                   # --chain: device/chain.py ChainStack, or None
         self._ids = {fd: _identity(fd)}
         if backing_fd is not None:
             self._ids[backing_fd] = _identity(backing_fd)
+        if stack is not None:
+            for layer in range(stack.depth + 1):
+                self._ids[stack.fd_of(layer)] = _identity(stack.fd_of(layer))
+
+    @property
+    def layers(self) -> list[str] | None:
+        """--chain: every layer's file, top first (None without --chain)."""
+        if self.stack is None:
+            return None
+        return [self.stack.path_of(n) for n in range(self.stack.depth + 1)]
 
     # -- where the bytes live ---------------------------------------------------------------
     def runs(self, start: int = 0, end: int | None = None) -> Iterator[SourceRun]:
@@ -131,6 +152,13 @@ class DeviceView:
             return
         if self.image is None:
             yield from self._host_runs(RAW, self.path, self.fd, start, end, start)
+            return
+        if self.stack is not None:
+            stk = self.stack
+            for layer, lo, hi in stk.sources(start, end):
+                source = BACKING if layer == stk.depth else COW
+                yield from self._host_runs(source, stk.path_of(layer), stk.fd_of(layer), lo, hi,
+                                           stk.host_offset(layer, lo), layer)
             return
         ss = self.image.geometry.sectorsize
         data_offset = self.image.geometry.data_offset
@@ -145,11 +173,12 @@ class DeviceView:
             for run in self._host_runs(COW, self.path, self.fd, lo, hi, data_offset + lo):
                 yield from self._tail_split(run)
 
-    def _host_runs(self, source: str, path: str, fd: int, lo: int, hi: int, host_lo: int
-                   ) -> Iterator[SourceRun]:
+    def _host_runs(self, source: str, path: str, fd: int, lo: int, hi: int, host_lo: int,
+                   level: int | None = None) -> Iterator[SourceRun]:
         shift = host_lo - lo
         for h_lo, h_hi, hole in split_holes(fd, host_lo, host_lo + (hi - lo)):
-            yield SourceRun(h_lo - shift, h_hi - h_lo, source, path, h_lo, hole, self._ids[fd])
+            yield SourceRun(h_lo - shift, h_hi - h_lo, source, path, h_lo, hole, self._ids[fd],
+                            level)
 
     def _tail_split(self, run: SourceRun) -> Iterator[SourceRun]:
         """[resize] A marked hole past the backing file's end is the grown tail, not guest data."""
@@ -164,6 +193,12 @@ class DeviceView:
     # -- the bytes ----------------------------------------------------------------------------
     def read_into(self, out: memoryview, offset: int) -> None:
         """Device bytes [offset, offset+len(out)); bytes past the device's end read as zeros."""
+        if self.stack is not None:
+            n = max(0, min(len(out), self.size - offset))
+            self.stack.read_into(out[:n], offset)
+            if n < len(out):
+                out[n:] = bytes(len(out) - n)
+            return
         if self.image is not None:
             self.image.read_into(out, offset, self.backing_fd)
             return
@@ -178,7 +213,10 @@ class DeviceView:
         if run.hole:
             out[:] = bytes(len(out))
             return
-        fd = self.backing_fd if run.source == BACKING else self.fd
+        if self.stack is not None and run.level is not None:
+            fd = self.stack.fd_of(run.level)
+        else:
+            fd = self.backing_fd if run.source == BACKING else self.fd
         read_fully(fd, len(out), run.host_at(offset), out)
 
     def release_backing_lock(self) -> None:
@@ -195,6 +233,11 @@ class DeviceView:
 
     # -- lifetime -----------------------------------------------------------------------------
     def close(self) -> None:
+        if self.stack is not None:
+            self.stack.close()              # the top image and the bottom fd are its own
+            self.stack = None
+            self.image, self.backing_fd, self.fd = None, None, -1
+            return
         if self.backing_fd is not None:
             os.close(self.backing_fd)
             self.backing_fd = None
@@ -224,13 +267,17 @@ def probe_kind(path: str) -> str:
     return "raw" if probe(head) is None else "cow"
 
 
-def open_device(path: str, backing: str | None = None) -> DeviceView:
+def open_device(path: str, backing: str | None = None, *, chain: bool = False) -> DeviceView:
     """Open `path` as the device a guest would see; `backing` overrides a COW header's path.
 
     Refuses, with one line (UbdError): a file that is not a regular file or block device, a
     qcow2 image, `-b` with a raw image, an unreadable COW header, and a backing file that is
-    missing or does not match the header (moo's check and wording).
+    missing or does not match the header (moo's check and wording). `chain`: the COW file's
+    whole backing chain (ubdsim's --chain), each link checked; not with `backing`.
     """
+    if chain and backing is not None:
+        raise UsageError("-b does not combine with --chain (each layer's header names the one "
+                         "below it)", errno=_errno.EINVAL)
     kind = probe_kind(path)
     if kind == "qcow2":
         raise RefusedFile(f"'{shown(path)}' is a qcow2 image: UML would read its qcow2 bytes as a "
@@ -249,6 +296,12 @@ def open_device(path: str, backing: str | None = None) -> DeviceView:
         except BaseException:
             os.close(fd)
             raise
+    if chain:
+        from .merge import open_chain
+        stk = open_chain(path)
+        top = stk.images[0]
+        return DeviceView(path, "cow", stk.size, top.fd, image=top, backing=stk.bottom_path,
+                          backing_fd=stk.bottom_fd, backing_bytes=stk.size, stack=stk)
     image = CowImage.open(path)
     try:
         lock_file(image.fd, shown(path), exclusive=False)

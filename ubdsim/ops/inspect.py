@@ -4,6 +4,11 @@ Inspection must never fail on a file that has a readable header: a missing backi
 truncated file, alignment 0 or a sector size of 0 are *findings*, reported as backing status
 or hazards, not errors. Only a file with no COW header at all (empty, short, wrong magic,
 unknown version) is an error, with the kernel's reason.
+
+The backing chain (ops/chain.py walk_chain()) is walked too: a loop (A -> B -> A, whatever
+the names) is a hazard. `inspect_chain()` (`info --chain`, ubdsim's own: UML cannot stack)
+reports every layer of a chain of COW files down to its raw bottom, and each link's size
+and mtime match.
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from ..cow.sizes import Geometry
 from ..errors import CowFormatError
 from ..fileio import DISK_KINDS, is_disk_kind, kind_name, shown
 from ..messages import render
+from .chain import Chain, walk_chain
 
 
 @dataclass(frozen=True)
@@ -126,6 +132,9 @@ def inspect(path: str, backing: str | None = None) -> InfoReport:
     if geometry is not None:
         marked = _inspect_data(path, geometry, st, hazards)
     backing_path = backing if backing is not None else header.backing_path
+    loop = _loop_hazard(path, backing, st)
+    if loop is not None:
+        hazards.append(loop)
     status = backing_status(header, backing_path, st)
     if status.error and status.present:
         hazards.append(Hazard("backing_unusable", (
@@ -152,6 +161,92 @@ def inspect(path: str, backing: str | None = None) -> InfoReport:
         expected_length=geometry.file_length if geometry else None,
         apparent_bytes=st.st_size, allocated_bytes=st.st_blocks * 512,
         backing=status, hazards=hazards)
+
+
+def _loop_hazard(path: str, backing: str | None, st: os.stat_result) -> Hazard | None:
+    """The backing chain loops (walk_chain(): A -> B -> A by (st_dev, st_ino), links followed)."""
+    if backing is None:
+        chain = walk_chain(path)
+        problem = chain.problem if chain.loop else None
+    else:
+        chain = walk_chain(backing)
+        back = chain.contains(st)
+        if back is not None:
+            trail = " -> ".join(f"'{shown(layer.path)}'" for layer in chain.layers[:back + 1])
+            problem = (f"backing chain loops: the backing file's chain ({trail}) leads back to "
+                       f"'{shown(path)}'")
+        else:
+            problem = chain.problem if chain.loop else None
+    if problem is None:
+        return None
+    return Hazard("backing_loop", (
+        f"{problem}: the kernel reads the backing file raw and never follows the chain, but "
+        "no chain-following tool (ubdsim --chain, qemu-img on qcow2) can read this device"))
+
+
+@dataclass(frozen=True)
+class ChainLink:
+    """One link of a chain: layer `upper`'s header against layer `upper + 1`'s file."""
+
+    upper: int
+    path: str                          # the lower file, as the upper header names it
+    present: bool
+    is_cow: bool
+    size: int | None
+    mtime: int | None
+    expected_size: int                 # what the upper header says
+    expected_mtime: int
+    size_match: bool | None
+    mtime_match: bool | None
+
+
+@dataclass(frozen=True)
+class ChainInfo:
+    """`ubdsim info --chain`: every layer's report (COW layers), the links, the raw bottom."""
+
+    path: str
+    layers: list[InfoReport]           # the COW layers, top first (layer i = layers[i])
+    links: list[ChainLink]             # links[i]: layer i's header vs layer i+1's file
+    bottom: str | None                 # the raw bottom file (None: the chain ends early)
+    complete: bool
+    problem: str | None                # loop, missing file, ...: one line, None when sound
+    chain: dict = field(default_factory=dict)   # walk_chain()'s whole answer
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def inspect_chain(path: str) -> ChainInfo:
+    """Inspect `path` and every layer under it (`info --chain`)."""
+    chain: Chain = walk_chain(path)
+    layers = chain.layers
+    reports: list[InfoReport] = []
+    links: list[ChainLink] = []
+    if not layers or not layers[0].is_cow:
+        inspect(path)                       # raises the reason this is no COW file
+    for i, layer in enumerate(layers):
+        if not layer.is_cow:
+            break
+        reports.append(inspect(layer.path))
+        if i + 1 < len(layers):
+            lower = layers[i + 1]
+            links.append(ChainLink(
+                upper=i, path=lower.path, present=lower.exists, is_cow=lower.is_cow,
+                size=lower.size, mtime=lower.mtime, expected_size=layer.header.size,
+                expected_mtime=layer.header.mtime, size_match=lower.size_match,
+                mtime_match=lower.mtime_match))
+    problem = chain.problem
+    if problem is None and layers[-1].header_error is not None:
+        problem = (f"'{shown(layers[-1].path)}' has the COW magic but its header cannot be read "
+                   f"({layers[-1].header_error}): the chain cannot go on through it")
+    if problem is None and chain.mismatched:
+        i = chain.mismatched[0]
+        problem = (f"layer {i} '{shown(layers[i].path)}' does not match the COW header of layer "
+                   f"{i - 1} '{shown(layers[i - 1].path)}'")
+    bottom = layers[-1].path if chain.complete and not layers[-1].is_cow else None
+    return ChainInfo(path=path, layers=reports, links=links, bottom=bottom,
+                     complete=problem is None, problem=problem,
+                     chain=chain.as_dict())
 
 
 def _inspect_data(path: str, geometry: Geometry, st: os.stat_result, hazards: list[Hazard]) -> int:

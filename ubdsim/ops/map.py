@@ -19,6 +19,11 @@ here; and a marked sector whose host blocks are a hole (never written, or writte
 is `zero` here, where qcow2 would show an allocated data cluster or a zero cluster.
 Adjacent runs merge when qemu-img would merge them: same depth, flags and file, host offsets
 contiguous.
+
+With `chain=True` (ubdsim's own --chain: UML cannot stack) the COW file's whole backing chain
+is mapped, as qemu-img map maps a qcow2 chain: `depth` is the layer that holds each run
+(0 = the top COW file, 1 = its backing COW file, ..., N = the raw bottom, source `backing`),
+and the device is the raw bottom's size.
 """
 from __future__ import annotations
 
@@ -74,6 +79,7 @@ class MapReport:
     data_offset: int | None         # COW files: where sector 0 lives in the data area
     entries: list[MapEntry] = field(default_factory=list)
     seconds: float = 0.0
+    layers: list[str] | None = None  # --chain: every layer's file, top first
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -83,14 +89,14 @@ class MapReport:
 
 
 def map_device(path: str, backing: str | None = None, start: int = 0,
-               length: int | None = None) -> MapReport:
+               length: int | None = None, *, chain: bool = False) -> MapReport:
     """Map device bytes [start, start+length) of `path` (a COW file or raw image).
 
     Only the bitmap's data extents and the host files' SEEK_DATA/SEEK_HOLE answers are read:
     no data byte is read at all, so any size costs what its allocation costs.
     """
     started = time.monotonic()
-    with open_device(path, backing) as view:
+    with open_device(path, backing, chain=chain) as view:
         end = view.size if length is None else min(view.size, start + length)
         entries: list[MapEntry] = []
         for run in view.runs(start, end):
@@ -103,7 +109,7 @@ def map_device(path: str, backing: str | None = None, start: int = 0,
         data_offset = view.image.geometry.data_offset if view.image is not None else None
         return MapReport(device=path, kind=view.kind, size=view.size, backing=view.backing,
                          data_offset=data_offset, entries=entries,
-                         seconds=round(time.monotonic() - started, 6))
+                         seconds=round(time.monotonic() - started, 6), layers=view.layers)
 
 
 __all__ = ["MapEntry", "MapReport", "entry_for", "map_device"]

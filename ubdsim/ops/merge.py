@@ -18,6 +18,14 @@ ubdsim does instead:
   and resumes (re-writing marked sectors is idempotent).
 - Neither the size/mtime check nor any lock stops uml_moo from merging a COW file that a
   running kernel holds; ubdsim takes fcntl locks and refuses (see ops/locks.py).
+
+Chains (`--chain`, ubdsim's own: UML cannot stack, device/chain.py): a COW file whose backing
+file is a COW file, and so on down to a raw file. `merge_chain_new` writes the whole chain's
+device (what `ubdsim run --chain` shows a guest) to a new file; `merge_chain_down` commits
+the top layer into the COW layer below it (its data area and bitmap), rebuilt beside itself
+and renamed into place (fileio.rewrite_beside), so a crash leaves the old lower file or the
+new one. Every link is checked first (size and mtime against the header above it; loops and
+missing files refused with one line).
 """
 from __future__ import annotations
 
@@ -28,17 +36,18 @@ import stat
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from ..cow import bitmap as bits
 from ..cow.create import backing_size
 from ..fileio import (create_private, fsync_directory, new_file_beside, open_disk_file,
-                      open_own_regular, pwrite_all, refuse_non_disk, shown)
+                      open_own_regular, pwrite_all, refuse_non_disk, rewrite_beside, shown)
 from ..cow.image import CHUNK_BYTES, CowImage, data_extents, merge_intervals, read_fully
 from ..errors import (BackingError, BackingMissing, DeviceIOError, MtimeMismatch, RefusedFile,
                       SizeMismatch, UbdError)
-from .locks import lock_file
+from .locks import lock_file, refuse_if_locked
 
 ZERO_BLOCK = 4096                # granularity of holes left in the new file
 
@@ -61,6 +70,7 @@ class MergeResult:
     sectors_from_backing: int
     bytes_written: int
     seconds: float
+    chain: list[str] = field(default_factory=list)   # --chain: the layers, top first
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -313,3 +323,134 @@ def _write_journal(journal: str, image: CowImage, bfd: int, backing: str) -> Non
     finally:
         os.close(fd)
     fsync_directory(os.path.dirname(journal))
+
+
+# -- chains (--chain: ubdsim's own) ---------------------------------------------------------------
+
+def open_chain(path: str):
+    """The whole backing chain of the COW file `path` (layer 0) as a read-only stack
+    (device/chain.py ChainStack), every layer read-locked as moo locks what it reads.
+
+    Refuses with one line (UbdError): a file that is not a COW file, a loop, a missing or
+    unusable layer, a link whose size or mtime differs from the header above it."""
+    from ..device import chain as stack
+
+    found = stack.plan(path, 0)
+    if found is None:
+        with CowImage.open(path):       # raises the reason: missing, not a COW file...
+            pass
+        raise UbdError(f"'{shown(path)}' cannot be read as a COW file", errno=_errno.EINVAL)
+    return stack.open_stack(found, lambda fd, name, _n: lock_file(fd, shown(name), exclusive=False))
+
+
+def _chain_counts(stk, size: int) -> tuple[int, int]:
+    """(sectors held by a COW layer, sectors from the raw bottom) of a stack's device."""
+    ss = stk.images[0].geometry.sectorsize
+    from_cow = 0
+    for layer, lo, hi in stk.sources(0, size):
+        if layer < stk.depth:
+            from_cow += hi - lo
+    sectors = -(-size // ss)
+    cow_sectors = -(-from_cow // ss)
+    return cow_sectors, sectors - cow_sectors
+
+
+def merge_chain_new(cow: str, output: str, *, force: bool = False, chunk_bytes: int = CHUNK_BYTES,
+                    progress: Progress | None = None) -> MergeResult:
+    """`moo --chain COW NEWFILE`: the whole chain's device, as `run --chain` shows it, written
+    to a new file (sparse, fsynced, renamed into place). Its size is the raw bottom's."""
+    started = time.monotonic()
+    with open_chain(cow) as stk:
+        layers = [stk.path_of(n) for n in range(stk.depth + 1)]
+        refuse_output(output, force, tuple(layers))
+        size = stk.size
+        written = 0
+        with named_write_errors(output), new_file_beside(output, exclusive=False) as ofd:
+            buf = memoryview(bytearray(chunk_bytes))
+            streams = [data_extents(stk.bottom_fd, 0, size)]
+            for image in stk.images:
+                streams.append((lo, min(hi, size)) for lo, hi in _marked_byte_ranges(image)
+                               if lo < size)
+            for lo, hi in merge_intervals(*streams):
+                for offset in range(lo, hi, chunk_bytes):
+                    n = min(chunk_bytes, hi - offset)
+                    stk.read_into(buf[:n], offset)
+                    written += write_nonzero(ofd, buf[:n], offset)
+                    if progress:
+                        progress(offset + n, size)
+            os.ftruncate(ofd, size)
+        from_cow, from_backing = _chain_counts(stk, size)
+        return MergeResult(cow=cow, backing=stk.bottom_path, output=output, in_place=False,
+                           resumed=False, size=size, backing_size=size,
+                           sectors=from_cow + from_backing, sectors_from_cow=from_cow,
+                           sectors_from_backing=from_backing, bytes_written=written,
+                           seconds=round(time.monotonic() - started, 6), chain=layers)
+
+
+def merge_chain_down(cow: str, *, chunk_bytes: int = CHUNK_BYTES,
+                     progress: Progress | None = None) -> MergeResult:
+    """`moo -d --chain COW`: commit the top layer into the layer below it.
+
+    Below a COW file: the top's marked sectors (those of the device, the raw bottom's size)
+    are written into the lower COW file's data area and marked in its bitmap, in a copy
+    rebuilt beside it and renamed over it (crash-safe: the old file or the new one). Its
+    mtime changes, so the top COW file (and any other COW file over the lower one) no longer
+    matches it, as after any `moo -d`. Below a raw file: an ordinary `moo -d`."""
+    started = time.monotonic()
+    from ..device import chain as stack
+
+    found = stack.plan(cow, 0)
+    if found is None:
+        with CowImage.open(cow):
+            pass
+        raise UbdError(f"'{shown(cow)}' cannot be read as a COW file", errno=_errno.EINVAL)
+    layers = [layer.path for layer in found.layers]
+    if len(layers) == 2:
+        result = merge_in_place(cow, chunk_bytes=chunk_bytes, progress=progress)
+        return MergeResult(**{**result.as_dict(), "chain": layers})
+    lower_path = layers[1]
+    size = found.size
+    with CowImage.open(cow) as top, CowImage.open(lower_path) as lower:
+        lock_file(top.fd, shown(cow), exclusive=False)
+        ss = top.geometry.sectorsize
+        if lower.geometry.sectorsize != ss:
+            raise UbdError(f"'{shown(cow)}' has {ss}-byte sectors, '{shown(lower_path)}' "
+                           f"{lower.geometry.sectorsize}: cannot merge one into the other",
+                           errno=_errno.EINVAL)
+        limit = -(-size // ss)
+        runs = list(top.marked_runs(0, limit))
+        if runs and runs[-1][0] + runs[-1][1] > lower.covered_sectors:
+            raise UbdError(f"'{shown(lower_path)}' has no bitmap bit for sector "
+                           f"{lower.covered_sectors} (the V1/V2 rounding bug): its data would "
+                           "be invisible; refusing", errno=_errno.EINVAL)
+        # A guest using the lower file (its top COW file, or reading it) must not see it
+        # replaced: the rename would leave it on the old inode. Then lock our own fd.
+        refuse_if_locked(lower_path, shown(lower_path))
+        lock_file(lower.fd, shown(lower_path), exclusive=False)
+        total = sum(count for _, count in runs) * ss
+        lower_geo = lower.geometry
+        done = written = 0
+        buf = memoryview(bytearray(chunk_bytes))
+        with named_write_errors(lower_path), rewrite_beside(lower_path) as out:
+            for start, count in runs:                       # the data first...
+                lo, hi = start * ss, min((start + count) * ss, size)
+                for offset in range(lo, hi, chunk_bytes):
+                    n = min(chunk_bytes, hi - offset)
+                    read_fully(top.fd, n, top.geometry.data_offset + offset, buf[:n])
+                    written += pwrite_all(out, buf[:n], lower_geo.data_offset + offset)
+                    done += n
+                    if progress:
+                        progress(done, total)
+            for start, count in runs:                       # ...then the bits that mark it
+                first, end = start >> 3, (start + count + 7) >> 3
+                at = lower_geo.bitmap_offset + first
+                words = bytearray(read_fully(out, end - first, at))
+                bits.set_range(words, start - first * 8, count)
+                pwrite_all(out, words, at)
+        marked = sum(count for _, count in runs)
+        sectors = -(-size // ss)
+        return MergeResult(cow=cow, backing=lower_path, output=lower_path, in_place=True,
+                           resumed=False, size=size, backing_size=size, sectors=sectors,
+                           sectors_from_cow=marked, sectors_from_backing=sectors - marked,
+                           bytes_written=written, seconds=round(time.monotonic() - started, 6),
+                           chain=layers)
