@@ -52,6 +52,7 @@ import sys
 from typing import TextIO
 
 from ..errors import UsageError
+from ..explain.options import add_hint_options
 from ..fileio import open_log
 from ..profiles import UnknownProfile, get_profile
 from .status import USAGE
@@ -80,6 +81,7 @@ def _add_options(parser: argparse.ArgumentParser) -> None:
                         help="ubdsim's own, not the kernel's: read a backing file that is a "
                              "COW file as a read-only layer over its own backing file, "
                              "recursively (default: raw, as the kernel reads it)")
+    add_hint_options(parser)
 
 
 def split_words(rest: list[str], args: argparse.Namespace) -> tuple[list[str], list[str]]:
@@ -93,9 +95,10 @@ def split_words(rest: list[str], args: argparse.Namespace) -> tuple[list[str], l
         raise UsageError("no COMMAND after '--'")
     late = argparse.ArgumentParser(add_help=False)
     _add_options(late)
-    late.set_defaults(**{k: getattr(args, k) for k in ("kernel", "log", "pin", "chain")})
+    late.set_defaults(**{k: getattr(args, k) for k in ("kernel", "log", "pin", "chain",
+                                                        "quiet_hints")})
     options, words = late.parse_known_args(rest[:cut])
-    for key in ("kernel", "log", "pin", "chain"):
+    for key in ("kernel", "log", "pin", "chain", "quiet_hints"):
         setattr(args, key, getattr(options, key))
     return words, command
 
@@ -134,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
     from ..cmdline.parse import parse_command_line
     from ..device.events import EventBus
     from ..device.disk import boot_disks
+    from ..explain.hints import attach_hints, to_stderr
     from ..harness import HarnessRules, run_guest
     from ..ops.unitfiles import unit_files
 
@@ -142,15 +146,23 @@ def run(args: argparse.Namespace) -> int:
         return parsed.refusal.emit()
     log = KernelLog(args.log, unit_files(parsed.units.values()))
     disks: dict = {}
+    hints = None
     try:
         for line in parsed.messages:
             log(line)
-        bus = EventBus(lambda event: log(event.data["text"]), kinds={"message"})
+        bus = EventBus()
+        if not args.quiet_hints:        # subscribed first: a pending hint precedes the next line
+            hints = attach_hints(bus, profile, parsed, to_stderr, chain=args.chain)
+        bus.subscribe(lambda event: log(event.data["text"]), kinds={"message"})
         disks, _messages, _failures = boot_disks(parsed.units, profile, bus, chain=args.chain)
+        if hints is not None:
+            hints.flush()
         sys.stdout.flush()
         return run_guest(disks, command, max_units=profile.cmdline.max_units,
                          rules=HarnessRules.from_profile(profile), pin=args.pin)
     finally:
         for disk in disks.values():
             disk.close()
+        if hints is not None:
+            hints.close()
         log.close()

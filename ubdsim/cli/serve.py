@@ -65,6 +65,7 @@ import os
 import signal
 import sys
 
+from ..explain.options import add_hint_options
 from ..nbd.exports import FLUSH_MODES, open_exports
 from ..nbd.server import NbdServer
 from ..profiles import DEFAULT_PROFILE, PROFILES, get_profile
@@ -98,6 +99,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "file, recursively, each link's size and mtime checked; writes go "
                              "to the top COW file only (default: raw, as UML reads it; see "
                              "`ubdsim run --help`)")
+    add_hint_options(parser)
     parser.add_argument("words", nargs="+", metavar="WORD",
                         help="kernel command-line options such as ubd0=cow,backing")
 
@@ -164,7 +166,8 @@ def _stale_socket(path: str) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     profile = get_profile(args.kernel)
-    opened = open_exports(args.words, profile, args.flush, _print_kernel, chain=args.chain)
+    opened = open_exports(args.words, profile, args.flush, _print_kernel, chain=args.chain,
+                          hints=not args.quiet_hints)
     try:
         if not opened.exports:
             print("ubdsim serve: error: no unit opened, nothing to export", file=sys.stderr)

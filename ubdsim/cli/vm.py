@@ -31,6 +31,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ..explain.options import add_hint_options
 from ..nbd.exports import FLUSH_MODES, open_exports
 from ..nbd.server import NbdServer, ServerThread
 from ..profiles import DEFAULT_PROFILE, PROFILES, get_profile
@@ -59,6 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="ubdsim's own, not the kernel's: read a backing file that is a "
                              "COW file as a read-only layer over its own backing file, "
                              "recursively (default: raw, as UML reads it)")
+    add_hint_options(parser)
     parser.add_argument("words", nargs="+", metavar="WORD", help="kernel options: ubd0=... ")
     parser.add_argument("script", metavar="GUEST_SCRIPT", help="shell script run in the guest")
 
@@ -68,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     script = Path(args.script).read_bytes()
     image = guest_image()
     opened = open_exports(args.words, profile, args.flush,
-                          lambda line: print(line, file=sys.stderr, flush=True), chain=args.chain)
+                          lambda line: print(line, file=sys.stderr, flush=True), chain=args.chain,
+                          hints=not args.quiet_hints)
     try:
         if not opened.exports:
             print("ubdsim vm: error: no unit opened, nothing to give the guest", file=sys.stderr)

@@ -30,6 +30,7 @@ from ..device.events import Event, EventBus
 from ..doctor.findings import describe_runs
 from ..errors import UbdError
 from ..fileio import shown
+from ..messages.device import UBDSIM_TEXTS
 from ..profiles import PROFILES, Profile
 from .mistakes import Mistake, profile_mistakes
 from .options import add_hint_options
@@ -125,6 +126,8 @@ class Hints:
             return
         if data["msg_id"] not in prediction.line_ids + prediction.first_open_ids:
             return
+        if data["msg_id"] in UBDSIM_TEXTS:
+            return                          # the line is already ubdsim's own explanation
         texts = self._fixes(unit)
         if not texts:
             step = next((s for s in prediction.steps if s.behaviour in _REFUSALS), None)

@@ -107,31 +107,40 @@ class OpenedUnits:
     exports: list[Export]
     disks: list[Disk]
     failed: int
+    hints: object | None = None         # ubdsim.explain.hints.Hints, closed with the units
 
     def close(self) -> None:
         """ubd_release() of the server's open of each disk: the files are closed."""
         for disk in self.disks:
             disk.close()
+        if self.hints is not None:
+            self.hints.close()
 
 
 def open_exports(words: list[str], profile: Profile, flush_mode: str,
-                 print_line: Callable[[str], None], *, chain: bool = False) -> OpenedUnits:
+                 print_line: Callable[[str], None], *, chain: bool = False,
+                 hints: bool = True) -> OpenedUnits:
     """Parse `words` as kernel options and open the units as the kernel boots them.
 
     The kernel's messages (parser first, then ubd_init()'s opens) go to `print_line`
     in print order; units that fail are left out, as the kernel boots on without them.
     `chain`: ubdsim's own --chain, passed to boot_disks() (device/chain.py).
+    `hints`: `ubdsim: hint: ...` lines go to `print_line` too (explain/hints.py; off with
+    --quiet-hints).
     """
     from ..cmdline.parse import parse_command_line
     from ..device.disk import boot_disks
     from ..device.events import EventBus
+    from ..explain.hints import attach_hints
 
     parsed = parse_command_line(words, profile)
     if parsed.refusal is not None:      # um_arch.c add_arg(): UML would exit before booting
         raise CmdlineError(parsed.refusal.text)
     for line in parsed.messages:
         print_line(str(line))
-    bus = EventBus(lambda event: print_line(event.data["text"]), kinds={"message"})
+    bus = EventBus()
+    listener = attach_hints(bus, profile, parsed, print_line, chain=chain) if hints else None
+    bus.subscribe(lambda event: print_line(event.data["text"]), kinds={"message"})
     disks, _messages, _failures = boot_disks(parsed.units, profile, bus, chain=chain)
     held: list[Disk] = []
     units: list[Unit] = []
@@ -142,4 +151,7 @@ def open_exports(words: list[str], profile: Profile, flush_mode: str,
             continue                    # its messages are printed; nothing to export
         held.append(disks[n])
     failed = len(parsed.units) - len(units)
-    return OpenedUnits([export_for(u, profile, flush_mode) for u in units], held, failed)
+    if listener is not None:
+        listener.flush()
+    return OpenedUnits([export_for(u, profile, flush_mode) for u in units], held, failed,
+                       listener)
