@@ -7,10 +7,8 @@ Every test opens real files through ubdsim's device model (open_unit() or boot_d
 from __future__ import annotations
 
 import argparse
-import fcntl
 import os
 import shutil
-import struct
 import subprocess
 import sys
 
@@ -185,7 +183,7 @@ def test_the_listener_never_drops_the_devices_locks(scratch):
     bus = EventBus()
     listener = attach_hints(bus, profile, parsed, printed.append)
     disks, _, _ = boot_disks(parsed.units, profile, bus)
-    unit = disks[1].open()
+    disks[1].open()                           # the guest holds unit 1 open (and locked)
     try:
         listener.flush()
         assert printed                        # the hint for unit 0 was printed meanwhile

@@ -11,28 +11,13 @@ import os
 import xml.etree.ElementTree as ET
 
 import numpy as np
-import pytest
 from matplotlib.colors import to_rgb
 from matplotlib.image import imread
 
-from tests.show.guest import GROWN_BYTES, SECTORS, SS, WRITES, make_resized, make_unit, show
+from tests.show.guest import GROWN_BYTES, SECTORS, SS, WRITES, show
 from ubdsim.show import compare, describe, figure
 
 WIDTH = 1000
-
-
-@pytest.fixture(scope="module")
-def unit(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("unit")
-    make_unit(directory)
-    return directory
-
-
-@pytest.fixture(scope="module")
-def resized(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("resized")
-    make_resized(directory)
-    return directory
 
 
 def _strip(fig, label: str, height: int):

@@ -11,21 +11,7 @@ import pytest
 
 from tests.cow.builders import extent_map, spec_geometry
 from tests.show.guest import (BACKING_BYTES, GROWN_BYTES, SECTORS, SS, WRITES, cells_expected,
-                              file_cells_expected, make_resized, make_unit, show)
-
-
-@pytest.fixture(scope="module")
-def unit(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("unit")
-    make_unit(directory)
-    return directory
-
-
-@pytest.fixture(scope="module")
-def resized(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("resized")
-    make_resized(directory)
-    return directory
+                              file_cells_expected, show)
 
 
 def _file_parts(path, version: int, size: int) -> tuple[dict, int]:

@@ -174,7 +174,7 @@ def resize_file(path: str, new_size: int, backing_size: int, *, mode: str = "saf
 
 def _move_in_place(fd: int, layout: ResizePlan, step: FaultSteps, chunk: int) -> None:
     """The patch's move: extend, copy data extents last bytes first, punch, bitmap, header."""
-    og, ng, shift = layout.old_geometry, layout.new_geometry, layout.shift
+    og, shift = layout.old_geometry, layout.shift
     # Collected before anything moves (the move creates data where the walk would look next),
     # packed as int64 pairs: 16 bytes an extent however fragmented the data area is.
     extents = array("q")

@@ -232,7 +232,7 @@ def _size_source(spec: UnitSpec, profile: Profile, layer: Layer | None) -> str:
 
 def _open_dev(s: _State, file_layer: Layer | None) -> None:
     """open.py _open()."""
-    spec, profile, rules = s.spec, s.profile, s.profile.device
+    spec, rules = s.spec, s.profile.device
     _open_ubd_file(s, file_layer)
     if s.header is not None:
         # open.py _check_sectorsize(): ubdsim's own refusal where cow_sizes() divides by 0
@@ -287,7 +287,7 @@ def _open_ubd_file(s: _State, layer: Layer | None) -> None:
 
 def _create(s: _State) -> None:
     """open.py _create(): create_cow_file() + init_cow_file()."""
-    spec, profile, rules, fmt = s.spec, s.profile, s.profile.device, s.profile.format
+    spec, rules, fmt = s.spec, s.profile.device, s.profile.format
     if rules.announce_creation_first:
         s.log("device.creating", spec.file, spec.backing)
     code = _can_create_in(spec.file)
@@ -336,7 +336,7 @@ def _readers(version: int) -> list[str]:
 
 
 def _open_existing(s: _State, layer: Layer) -> None:
-    spec, profile = s.spec, s.profile
+    spec = s.spec
     # open.py _open_with_fallback(): EROFS/EACCES on O_RDWR -> O_RDONLY, the unit read-only
     if not os.access(spec.file, os.R_OK):
         raise _OpenFailed(errno.EACCES)

@@ -13,7 +13,6 @@ cannot fool the check, because the lock, not the pid, decides).
 """
 from __future__ import annotations
 
-import errno as _errno
 import fcntl
 import os
 import signal
