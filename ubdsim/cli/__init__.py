@@ -36,6 +36,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("ubdsim.cli.run", "run a program that sees the configured units as /dev/ubdX"),
     "serve": ("ubdsim.cli.serve", "export the configured units over NBD"),
     "vm": ("ubdsim.cli.vm", "boot a Linux guest in qemu on the configured units"),
+    "fleet": ("ubdsim.cli.fleet", "run many guests over one backing file: apparent vs allocated, overbooking"),
 }
 
 

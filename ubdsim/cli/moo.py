@@ -34,16 +34,34 @@ bitmap, in a copy rebuilt beside it and renamed over it (a crash leaves the old 
 new one); its mtime changes, so COW and any other COW file over it no longer match it (as
 after any -d). Below a raw file it is the ordinary -d. -b does not combine with --chain.
 A progress bar is shown when stderr is a terminal; --json prints a summary.
+
+Other COW files over the same backing file: -d rewrites the backing file (its bytes and its
+mtime), so every OTHER COW file over it no longer matches it and its guest's disk is lost
+(and a merge within the same second as the backing file's last change leaves the mtime as
+it was: the kernel would then use them over the changed disk without a word).
+Before it writes anything (after every other check), -d looks in the COW file's directory,
+and in each --also-check DIR, for COW files whose header names the same backing file (the
+same device and inode, whatever the path's spelling) and whose header mtime still matches
+it, and names them. If there are any: on a terminal (stdin is a tty) it asks whether to
+merge anyway, unless --yes; not on a terminal it refuses with one line (exit 1) unless
+--yes. With --yes it names them on stderr and merges. With none it merges as before. (With
+--chain -d the file written is the COW layer below, and the COW files over it are looked
+for.) `ubdsim info --summary DIR` lists COW files by backing file the same way.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
-from ..ops.merge import merge_chain_down, merge_chain_new, merge_in_place, merge_new
+from ..fileio import shown
+from ..ops.merge import (SharedBacking, merge_chain_down, merge_chain_new, merge_in_place,
+                         merge_new, named_few)
 from .progress import ProgressBar
 from .render import merge_text, to_json
-from .status import OK, USAGE
+from .status import ERROR, OK, USAGE
+
+LISTED = 10                      # other COW files named one by one at the prompt
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,6 +75,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="ubdsim's own: merge a chain of COW files (backing files that are "
                              "COW files, down to a raw file); with -d, commit COW into the "
                              "layer below it")
+    parser.add_argument("--also-check", metavar="DIR", action="append", default=[],
+                        help="with -d: also look in DIR for other COW files over the same "
+                             "backing file (repeatable; the COW file's directory always)")
+    parser.add_argument("-y", "--yes", action="store_true",
+                        help="with -d: merge even when other COW files over the backing file "
+                             "still match it (they are named, then invalidated)")
     parser.add_argument("cow", metavar="COW", help="the COW file to merge")
     parser.add_argument("newfile", metavar="NEWFILE", nargs="?",
                         help="the merged image to create (not with -d)")
@@ -71,14 +95,26 @@ def run(args: argparse.Namespace) -> int:
         print("ubdsim moo: usage: -b does not combine with --chain (each layer's header names "
               "the one below it)", file=sys.stderr)
         return USAGE
+    if args.also_check and not args.in_place:
+        print("ubdsim moo: usage: --also-check goes with -d (only a merge into the backing "
+              "file changes it)", file=sys.stderr)
+        return USAGE
+    for directory in args.also_check:
+        if not os.path.isdir(directory):
+            print(f"ubdsim moo: error: --also-check '{shown(directory)}' is not a directory",
+                  file=sys.stderr)
+            return ERROR
     bar = ProgressBar("merging")
+    confirm = Confirmation(args.yes)
     try:
         if args.chain and args.in_place:
-            result = merge_chain_down(args.cow, progress=bar)
+            result = merge_chain_down(args.cow, progress=bar, confirm=confirm,
+                                      also_check=args.also_check)
         elif args.chain:
             result = merge_chain_new(args.cow, args.newfile, force=args.force, progress=bar)
         elif args.in_place:
-            result = merge_in_place(args.cow, backing=args.backing, progress=bar)
+            result = merge_in_place(args.cow, backing=args.backing, progress=bar,
+                                    confirm=confirm, also_check=args.also_check)
         else:
             result = merge_new(args.cow, args.newfile, backing=args.backing,
                                force=args.force, progress=bar)
@@ -86,3 +122,31 @@ def run(args: argparse.Namespace) -> int:
         bar.close()
     print(to_json(result) if args.json else merge_text(result))
     return OK
+
+
+class Confirmation:
+    """What `moo -d` does when other COW files over the backing file still match it: with
+    --yes name them and go on; on a terminal ask; elsewhere say no (the op refuses)."""
+
+    def __init__(self, yes: bool) -> None:
+        self.yes = yes
+
+    def __call__(self, shared: SharedBacking) -> bool:
+        n = len(shared.others)
+        what = f"{n} other COW file{'s' if n != 1 else ''} over '{shown(shared.backing)}'"
+        if self.yes:
+            print(f"ubdsim moo: merging anyway (--yes): the disk under {what} changes: "
+                  f"{named_few(shared.others, LISTED)}", file=sys.stderr)
+            return True
+        if not sys.stdin.isatty():
+            return False
+        lines = [f"ubdsim moo: {what} still match{'es' if n == 1 else ''} it; merging "
+                 f"'{shown(shared.cow)}' into it rewrites the disk under them (their guests' "
+                 "disks are lost):"]
+        lines += [f"  {shown(path)}" for path in shared.others[:LISTED]]
+        if n > LISTED:
+            lines.append(f"  ... and {n - LISTED} more")
+        sys.stderr.write("\n".join(lines) + "\nmerge anyway? [y/N] ")
+        sys.stderr.flush()
+        answer = sys.stdin.readline()
+        return answer.strip().lower() in ("y", "yes")

@@ -9,7 +9,7 @@ import json
 import time
 
 from ..fileio import shown
-from ..ops.inspect import ChainInfo, InfoReport
+from ..ops.inspect import ChainInfo, CowSummaryReport, InfoReport
 from ..ops.merge import MergeResult
 
 
@@ -102,6 +102,58 @@ def chain_info_text(info: ChainInfo) -> str:
     return "\n".join(lines)
 
 
+SUMMARY_NAMED = 10               # COW files named in a group's moo -d line (--json: all)
+
+
+def summary_text(report: CowSummaryReport) -> str:
+    """`info --summary`: one block per backing file, one line per COW file."""
+    lines: list[str] = []
+    for group in report.groups:
+        n = len(group.cows)
+        head = f"backing file {shown(group.backing)}"
+        if not group.present:
+            head += f" (missing: {group.error})"
+        elif group.error:
+            head += f" (unusable: {group.error})"
+        else:
+            head += (f" (device {group.dev}, inode {group.ino}; {group.size} bytes, "
+                     f"{human_bytes(group.allocated_bytes)} allocated)")
+        lines.append(f"{head}: {n} COW file{'s' if n != 1 else ''}")
+        others = [name for name in group.names if name != group.backing]
+        if others:
+            lines.append("  also named " + ", ".join(f'"{shown(name)}"' for name in others))
+        width = max(len(shown(c.path)) for c in group.cows)
+        lines.append(f"  {'COW file':<{width}}  {'ver':>3}  {'size':>10}  {'marked':>10}  "
+                     f"{'apparent':>10}  {'allocated':>10}  matches")
+        for c in group.cows:
+            marked = "?" if c.sectors_marked is None else str(c.sectors_marked)
+            match = "yes" if c.size_match and c.mtime_match else (
+                "?" if c.mtime_match is None else
+                f"NO ({'mtime' if not c.mtime_match else 'size'} differs)")
+            lines.append(f"  {shown(c.path):<{width}}  {c.version:>3}  {human_bytes(c.size):>10}  "
+                         f"{marked:>10}  {human_bytes(c.apparent_bytes):>10}  "
+                         f"{human_bytes(c.allocated_bytes):>10}  {match}")
+        lines.append(f"  in all: {human_bytes(group.cow_apparent_bytes)} apparent, "
+                     f"{human_bytes(group.cow_allocated_bytes)} allocated")
+        if not group.present or group.error:
+            lines.append("  moo -d: not possible (no backing file to merge into)")
+        elif group.at_risk:
+            k = len(group.at_risk)
+            few = ", ".join(shown(p) for p in group.at_risk[:SUMMARY_NAMED])
+            if k > SUMMARY_NAMED:
+                few += f" and {k - SUMMARY_NAMED} more (all of them in --json)"
+            lines.append(f"  moo -d of any one of these {k} invalidates the other {k - 1}: {few}")
+        else:
+            lines.append("  moo -d: invalidates no other COW file listed here")
+        lines.append("")
+    nb = len(report.groups)
+    lines.append(f"{report.cows} COW file{'s' if report.cows != 1 else ''} over {nb} backing "
+                 f"file{'s' if nb != 1 else ''}: {human_bytes(report.apparent_bytes)} apparent, "
+                 f"{human_bytes(report.allocated_bytes)} allocated ({report.apparent_bytes} and "
+                 f"{report.allocated_bytes} bytes)")
+    return "\n".join(lines)
+
+
 def merge_text(result: MergeResult) -> str:
     where = (f"into the backing file {shown(result.output)}" if result.in_place
              else f"into {shown(result.output)}")
@@ -114,9 +166,13 @@ def merge_text(result: MergeResult) -> str:
         resumed += (f" (COW file grown by the 2.4 resize patch: {result.backing_size} -> "
                     f"{result.size} bytes)")
     cows = "COW layers" if result.chain and not result.in_place else "COW file"
+    broke = ""
+    if result.invalidated:
+        n = len(result.invalidated)
+        broke = f"; {n} other COW file{'s' if n != 1 else ''} over it invalidated"
     return (f"merged {shown(result.cow)} {where}{resumed}: {result.sectors_from_cow} sectors from the "
             f"{cows}, {result.sectors_from_backing} from {shown(result.backing)}; "
-            f"{result.bytes_written} bytes written in {result.seconds:.2f} s")
+            f"{result.bytes_written} bytes written in {result.seconds:.2f} s{broke}")
 
 
 # -- map, compare, convert (qemu-img's conventions) ------------------------------------------

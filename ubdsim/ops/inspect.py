@@ -9,20 +9,25 @@ The backing chain (ops/chain.py walk_chain()) is walked too: a loop (A -> B -> A
 the names) is a hazard. `inspect_chain()` (`info --chain`, ubdsim's own: UML cannot stack)
 reports every layer of a chain of COW files down to its raw bottom, and each link's size
 and mtime match.
+
+`summarize()` (`info --summary`) reads many COW files at once and groups them by backing file
+(device and inode), naming for each backing file the COW files a `moo -d` of any one of them
+would invalidate; `peek_cow()` and `files_in()` are the directory scan `moo -d` uses too.
 """
 from __future__ import annotations
 
 import os
+import re
 import stat
 from dataclasses import asdict, dataclass, field, replace
 
 from ..cow.create import backing_size
-from ..cow.header import CowHeader
-from ..cow.image import CowImage, header_geometry, read_header_file
-from ..cow.layouts import V3_BROKEN
+from ..cow.header import CowHeader, probe, read_header
+from ..cow.image import CowImage, header_geometry, read_fully, read_header_file
+from ..cow.layouts import HEADER_READ_SIZE, V3_BROKEN
 from ..cow.sizes import Geometry
-from ..errors import CowFormatError
-from ..fileio import DISK_KINDS, is_disk_kind, kind_name, shown
+from ..errors import CowFormatError, RefusedFile
+from ..fileio import DISK_KINDS, is_disk_kind, kind_name, open_disk_file, shown
 from ..messages import render
 from .chain import Chain, walk_chain
 
@@ -276,3 +281,235 @@ def _inspect_data(path: str, geometry: Geometry, st: os.stat_result, hazards: li
                 f"the file ({st.st_size} bytes) ends before the data area starts "
                 f"({geometry.data_offset}): truncated; missing bitmap bytes read as clear")))
         return marked
+
+
+# -- info --summary: COW files grouped by backing file ----------------------------------------
+#
+# Many guests share one backing file, and a `moo -d` of any one of them rewrites that file's
+# bytes and mtime, so every other COW file over it stops matching (the kernel and every tool
+# here refuse a COW file whose backing mtime changed). The summary groups COW files by the
+# backing file their header names, identified by (st_dev, st_ino) so that every spelling of a
+# path (relative, through a link, another hard link) is one group; a missing backing file is
+# grouped by its absolute path. Headers are read through fileio.open_disk_file(): a FIFO or a
+# directory is never opened for data, and nothing is locked or written.
+
+SKIPPED_SUFFIXES = (".ubdsim-tmp", ".ubdsim-merge")   # half-built files and merge journals
+
+
+@dataclass(frozen=True)
+class PeekedCow:
+    """A file with a readable COW header, as a directory scan finds it."""
+
+    path: str
+    header: CowHeader
+    st: os.stat_result
+
+
+def peek_cow(path: str) -> tuple[PeekedCow | None, str | None]:
+    """(the COW file at `path`, None), (None, why it is not one), or (None, None) for a file
+    without the COW magic (a raw image: a scan passes over it without a word)."""
+    try:
+        fd = open_disk_file(path, os.O_RDONLY, "file")
+    except RefusedFile as err:
+        return None, str(err)
+    except OSError as err:
+        return None, err.strerror or str(err)
+    try:
+        st = os.fstat(fd)
+        data = read_fully(fd, min(HEADER_READ_SIZE, st.st_size), 0)
+    except OSError as err:
+        return None, err.strerror or str(err)
+    finally:
+        os.close(fd)
+    if probe(data) is None:
+        return None, None
+    try:
+        return PeekedCow(path, read_header(data), st), None
+    except CowFormatError as err:
+        return None, f"COW magic, but {err.message}"
+
+
+def files_in(directory: str) -> list[str]:
+    """The regular files (links followed) directly in `directory`, sorted by name; merge
+    journals and half-built temporary files are left out."""
+    found = []
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            if entry.name.endswith(SKIPPED_SUFFIXES):
+                continue
+            try:
+                if entry.is_file():          # follows symlinks; FIFOs, sockets, devices: no
+                    found.append(entry.name if directory == "." else
+                                 os.path.join(directory, entry.name))
+            except OSError:
+                continue
+    return sorted(found, key=_natural)
+
+
+def _natural(name: str) -> list:
+    """guest2 before guest10 (numbers compared as numbers)."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part)
+            for part in re.split(r"(\d+)", name)]
+
+
+def backing_identity(name: str, cache: dict[str, object] | None = None) -> os.stat_result | OSError:
+    """stat() of a header's backing path as the kernel opens it (relative to the working
+    directory), or the error; `cache` spares one stat per distinct name in a scan."""
+    if cache is not None and name in cache:
+        return cache[name]                                   # type: ignore[return-value]
+    try:
+        result: os.stat_result | OSError = os.stat(name)
+    except OSError as err:
+        result = err
+    if cache is not None:
+        cache[name] = result
+    return result
+
+
+@dataclass(frozen=True)
+class SummaryCow:
+    """One COW file's line in `info --summary`."""
+
+    path: str
+    version: int
+    size: int                          # the disk's bytes, as the header says
+    sectors: int | None                # None: the header's geometry places nothing
+    sectors_marked: int | None
+    apparent_bytes: int                # st_size
+    allocated_bytes: int               # st_blocks * 512
+    backing_file: str                  # as the header names it
+    size_match: bool | None            # None: the backing file is missing
+    mtime_match: bool | None
+
+
+@dataclass(frozen=True)
+class BackingGroup:
+    """The COW files over one backing file."""
+
+    backing: str                       # absolute path (the first header's name for it)
+    names: list[str]                   # every spelling the headers use for it
+    present: bool
+    dev: int | None
+    ino: int | None
+    size: int | None
+    mtime: int | None
+    apparent_bytes: int | None
+    allocated_bytes: int | None
+    error: str | None                  # missing, or not a disk image
+    cows: list[SummaryCow]
+    cow_apparent_bytes: int
+    cow_allocated_bytes: int
+    # The COW files that match the backing file now: a `moo -d` of any one of them rewrites
+    # the backing file and invalidates all the others in this list (empty with fewer than 2).
+    at_risk: list[str]
+
+
+@dataclass(frozen=True)
+class NotCow:
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class CowSummaryReport:
+    """`ubdsim info --summary`: COW files grouped by backing file."""
+
+    groups: list[BackingGroup]
+    not_cow: list[NotCow]              # named files that are not COW files (and why)
+    cows: int
+    apparent_bytes: int                # of the COW files
+    allocated_bytes: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _summary_cow(found: PeekedCow, backing: os.stat_result | OSError) -> SummaryCow:
+    header, st = found.header, found.st
+    sectors = marked = None
+    try:
+        geometry = header_geometry(header)
+        sectors = geometry.sectors
+        with CowImage.open(found.path) as image:
+            marked = image.count_marked()
+    except (CowFormatError, OSError):
+        pass
+    size_match = mtime_match = None
+    if isinstance(backing, os.stat_result) and is_disk_kind(backing.st_mode):
+        try:
+            actual = (backing_size(os.fsencode(header.backing_path))
+                      if stat.S_ISBLK(backing.st_mode) else backing.st_size)
+            size_match = actual == header.size
+        except OSError:
+            pass
+        mtime_match = (int(backing.st_mtime) & 0xFFFFFFFF) == header.mtime
+    return SummaryCow(path=found.path, version=header.version, size=header.size,
+                      sectors=sectors, sectors_marked=marked, apparent_bytes=st.st_size,
+                      allocated_bytes=st.st_blocks * 512, backing_file=header.backing_path,
+                      size_match=size_match, mtime_match=mtime_match)
+
+
+def summarize(paths: list[str]) -> CowSummaryReport:
+    """Group the COW files among `paths` by backing file. A directory stands for the COW files
+    directly in it (other files there are passed over); a named file that is not a COW file
+    is listed in `not_cow` with the reason."""
+    found: list[PeekedCow] = []
+    not_cow: list[NotCow] = []
+    seen: set[tuple[int, int]] = set()
+
+    def take(path: str, named: bool) -> None:
+        cow, why = peek_cow(path)
+        if cow is None:
+            if named or why is not None and why.startswith("COW magic"):
+                not_cow.append(NotCow(path, why or "no COW magic: not a COW file"))
+            return
+        if (cow.st.st_dev, cow.st.st_ino) not in seen:      # one file named twice: once
+            seen.add((cow.st.st_dev, cow.st.st_ino))
+            found.append(cow)
+
+    for path in paths:
+        if os.path.isdir(path):
+            for name in files_in(path):
+                take(name, named=False)
+        else:
+            take(path, named=True)
+    cache: dict[str, object] = {}
+    keyed: dict[object, list[tuple[PeekedCow, os.stat_result | OSError]]] = {}
+    for cow in found:
+        backing = backing_identity(cow.header.backing_path, cache)
+        key = ((backing.st_dev, backing.st_ino) if isinstance(backing, os.stat_result)
+               else ("missing", os.path.abspath(cow.header.backing_path)))
+        keyed.setdefault(key, []).append((cow, backing))
+    groups = [_group(members) for members in keyed.values()]
+    cows = [c for g in groups for c in g.cows]
+    return CowSummaryReport(groups=groups, not_cow=not_cow, cows=len(cows),
+                            apparent_bytes=sum(c.apparent_bytes for c in cows),
+                            allocated_bytes=sum(c.allocated_bytes for c in cows))
+
+
+def _group(members: list[tuple[PeekedCow, os.stat_result | OSError]]) -> BackingGroup:
+    first, backing = members[0]
+    names = list(dict.fromkeys(cow.header.backing_path for cow, _ in members))
+    rows = [_summary_cow(cow, b) for cow, b in members]
+    # What a merge changes is the backing file's mtime (and bytes): a COW file whose header
+    # mtime still matches is one it breaks (a size mismatch alone may be a 2.4-grown file).
+    matching = [row.path for row in rows if row.mtime_match]
+    common = dict(backing=os.path.abspath(first.header.backing_path), names=names, cows=rows,
+                  cow_apparent_bytes=sum(r.apparent_bytes for r in rows),
+                  cow_allocated_bytes=sum(r.allocated_bytes for r in rows))
+    if isinstance(backing, OSError):
+        return BackingGroup(present=False, dev=None, ino=None, size=None, mtime=None,
+                            apparent_bytes=None, allocated_bytes=None,
+                            error=backing.strerror or str(backing), at_risk=[], **common)
+    error = None if is_disk_kind(backing.st_mode) else f"{kind_name(backing.st_mode)}, not {DISK_KINDS}"
+    size = None
+    if error is None:
+        try:
+            size = backing_size(os.fsencode(first.header.backing_path))
+        except OSError as err:
+            error = err.strerror
+    return BackingGroup(present=True, dev=backing.st_dev, ino=backing.st_ino,
+                        size=size, mtime=int(backing.st_mtime),
+                        apparent_bytes=backing.st_size, allocated_bytes=backing.st_blocks * 512,
+                        error=error, at_risk=matching if len(matching) > 1 and not error else [],
+                        **common)

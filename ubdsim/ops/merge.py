@@ -19,6 +19,15 @@ ubdsim does instead:
 - Neither the size/mtime check nor any lock stops uml_moo from merging a COW file that a
   running kernel holds; ubdsim takes fcntl locks and refuses (see ops/locks.py).
 
+Other COW files over the same backing file: a `-d` merge rewrites the backing file's bytes
+and mtime, so every OTHER COW file over it stops matching (its guest's disk is gone: the
+kernel and every tool here refuse it). `cows_sharing()` finds them before anything is
+written: the COW files in the COW file's directory (and in any `also_check` directory) whose
+header names the same file (device+inode) and still matches its mtime. `merge_in_place()`
+and `merge_chain_down()` take a `confirm` callable that is shown them, after every other
+check and before the first write; when it says no, nothing is written (`moo -d` asks on a
+terminal, refuses elsewhere unless --yes).
+
 Chains (`--chain`, ubdsim's own: UML cannot stack, device/chain.py): a COW file whose backing
 file is a COW file, and so on down to a raw file. `merge_chain_new` writes the whole chain's
 device (what `ubdsim run --chain` shows a guest) to a new file; `merge_chain_down` commits
@@ -34,7 +43,7 @@ import json
 import os
 import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
@@ -47,6 +56,7 @@ from ..fileio import (create_private, fsync_directory, new_file_beside, open_dis
 from ..cow.image import CHUNK_BYTES, CowImage, data_extents, merge_intervals, read_fully
 from ..errors import (BackingError, BackingMissing, DeviceIOError, MtimeMismatch, RefusedFile,
                       SizeMismatch, UbdError)
+from .inspect import backing_identity, files_in, peek_cow
 from .locks import lock_file, refuse_if_locked
 
 ZERO_BLOCK = 4096                # granularity of holes left in the new file
@@ -71,9 +81,92 @@ class MergeResult:
     bytes_written: int
     seconds: float
     chain: list[str] = field(default_factory=list)   # --chain: the layers, top first
+    invalidated: list[str] = field(default_factory=list)   # -d: other COW files it broke
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class SharedBacking:
+    """The other COW files over the file a `-d` merge writes into, found before it writes."""
+
+    cow: str
+    backing: str                 # the file the merge writes into
+    directories: list[str]       # where it looked: the COW file's own, then also_check
+    others: list[str]            # name the same file (device+inode), header mtime matches it:
+                                 # the merge invalidates them
+    stale: list[str] = field(default_factory=list)        # name it, already do not match
+    unreadable: list[str] = field(default_factory=list)   # could not be read: not known
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+Confirm = Callable[[SharedBacking], bool]
+
+
+class SharedBackingRefused(RefusedFile):
+    """A `-d` merge not made because other COW files over the backing file still match it."""
+
+
+def named_few(paths: Sequence[str], few: int = 3) -> str:
+    """'a', 'b', 'c' and 247 more."""
+    names = ", ".join(f"'{shown(p)}'" for p in paths[:few])
+    return names + (f" and {len(paths) - few} more" if len(paths) > few else "")
+
+
+def cows_sharing(cow: str, backing: str, also_check: Sequence[str] = ()) -> SharedBacking:
+    """The COW files other than `cow` in `cow`'s directory and in `also_check` whose header
+    names `backing` (the same device and inode, whatever the spelling), split into those that
+    still match its mtime (a merge into it invalidates them) and those already stale."""
+    target = os.stat(backing)
+    own = os.stat(cow)
+    directories: list[str] = []
+    real: set[str] = set()
+    for directory in (os.path.dirname(cow) or ".", *also_check):
+        if os.path.realpath(directory) not in real:
+            real.add(os.path.realpath(directory))
+            directories.append(directory)
+    seen = {(own.st_dev, own.st_ino), (target.st_dev, target.st_ino)}
+    cache: dict[str, object] = {}
+    others: list[str] = []
+    stale: list[str] = []
+    unreadable: list[str] = []
+    for directory in directories:
+        for path in files_in(directory):
+            found, why = peek_cow(path)
+            if found is None:
+                if why is not None and not why.startswith("COW magic"):
+                    unreadable.append(path)
+                continue
+            if (found.st.st_dev, found.st.st_ino) in seen:
+                continue
+            names = backing_identity(found.header.backing_path, cache)
+            if not isinstance(names, os.stat_result) or not os.path.samestat(names, target):
+                continue
+            seen.add((found.st.st_dev, found.st.st_ino))
+            matches = (int(target.st_mtime) & 0xFFFFFFFF) == found.header.mtime
+            (others if matches else stale).append(path)
+    return SharedBacking(cow=cow, backing=backing, directories=directories, others=others,
+                         stale=stale, unreadable=unreadable)
+
+
+def _confirmed(confirm: Confirm | None, cow: str, target: str,
+               also_check: Sequence[str]) -> list[str]:
+    """Ask `confirm` about the other COW files over `target` (when there are any); raise
+    SharedBackingRefused when it says no. Returns the COW files the merge will invalidate."""
+    if confirm is None:
+        return []
+    shared = cows_sharing(cow, target, also_check)
+    if shared.others and not confirm(shared):
+        n = len(shared.others)
+        raise SharedBackingRefused(
+            f"not merged: {n} other COW file{'s' if n != 1 else ''} over '{shown(target)}' "
+            f"still match{'es' if n == 1 else ''} it ({named_few(shared.others)}): a merge "
+            "into it rewrites the disk under them (their guests' disks are lost); nothing was "
+            "written (use --yes to merge anyway)", errno=_errno.EBUSY)
+    return shared.others
 
 
 def journal_path(cow_path: str) -> str:
@@ -184,11 +277,14 @@ def merge_new(cow: str, output: str, *, backing: str | None = None, force: bool 
 
 
 def merge_in_place(cow: str, *, backing: str | None = None, chunk_bytes: int = CHUNK_BYTES,
-                   progress: Progress | None = None) -> MergeResult:
+                   progress: Progress | None = None, confirm: Confirm | None = None,
+                   also_check: Sequence[str] = ()) -> MergeResult:
     """Write the COW file's marked sectors into the backing file (uml_moo -d COW).
 
     Crash-safe to re-run: a journal naming the backing file (device, inode, size, header
     mtime) is fsynced before the first write and removed after the backing file's fsync.
+    `confirm` (None: not asked) is shown the other COW files that still match the backing
+    file (cows_sharing()), after every check and before the journal or any byte is written.
     """
     started = time.monotonic()
     with CowImage.open(cow) as image:
@@ -200,6 +296,7 @@ def merge_in_place(cow: str, *, backing: str | None = None, chunk_bytes: int = C
         bfd = open_disk_file(backing_path, os.O_RDWR, "backing file")
         try:
             lock_file(bfd, shown(backing_path), exclusive=True)
+            invalidated = _confirmed(confirm, cow, backing_path, also_check)
             if not resumed:
                 _write_journal(journal, image, bfd, backing_path)
             size, ss = image.geometry.size, image.geometry.sectorsize
@@ -240,7 +337,8 @@ def merge_in_place(cow: str, *, backing: str | None = None, chunk_bytes: int = C
                            resumed=resumed, size=size, backing_size=backing_bytes,
                            sectors=image.sectors,
                            sectors_from_cow=marked, sectors_from_backing=image.sectors - marked,
-                           bytes_written=written, seconds=round(time.monotonic() - started, 6))
+                           bytes_written=written, seconds=round(time.monotonic() - started, 6),
+                           invalidated=invalidated)
 
 
 WRITE_FAILURES = (_errno.ENOSPC, _errno.EDQUOT, _errno.EFBIG, _errno.EIO)
@@ -388,14 +486,16 @@ def merge_chain_new(cow: str, output: str, *, force: bool = False, chunk_bytes: 
 
 
 def merge_chain_down(cow: str, *, chunk_bytes: int = CHUNK_BYTES,
-                     progress: Progress | None = None) -> MergeResult:
+                     progress: Progress | None = None, confirm: Confirm | None = None,
+                     also_check: Sequence[str] = ()) -> MergeResult:
     """`moo -d --chain COW`: commit the top layer into the layer below it.
 
     Below a COW file: the top's marked sectors (those of the device, the raw bottom's size)
     are written into the lower COW file's data area and marked in its bitmap, in a copy
     rebuilt beside it and renamed over it (crash-safe: the old file or the new one). Its
     mtime changes, so the top COW file (and any other COW file over the lower one) no longer
-    matches it, as after any `moo -d`. Below a raw file: an ordinary `moo -d`."""
+    matches it, as after any `moo -d`. Below a raw file: an ordinary `moo -d`. `confirm` as
+    for merge_in_place(), about the other COW files over the lower layer."""
     started = time.monotonic()
     from ..device import chain as stack
 
@@ -406,7 +506,8 @@ def merge_chain_down(cow: str, *, chunk_bytes: int = CHUNK_BYTES,
         raise UbdError(f"'{shown(cow)}' cannot be read as a COW file", errno=_errno.EINVAL)
     layers = [layer.path for layer in found.layers]
     if len(layers) == 2:
-        result = merge_in_place(cow, chunk_bytes=chunk_bytes, progress=progress)
+        result = merge_in_place(cow, chunk_bytes=chunk_bytes, progress=progress,
+                                confirm=confirm, also_check=also_check)
         return MergeResult(**{**result.as_dict(), "chain": layers})
     lower_path = layers[1]
     size = found.size
@@ -427,6 +528,7 @@ def merge_chain_down(cow: str, *, chunk_bytes: int = CHUNK_BYTES,
         # replaced: the rename would leave it on the old inode. Then lock our own fd.
         refuse_if_locked(lower_path, shown(lower_path))
         lock_file(lower.fd, shown(lower_path), exclusive=False)
+        invalidated = _confirmed(confirm, cow, lower_path, also_check)
         total = sum(count for _, count in runs) * ss
         lower_geo = lower.geometry
         done = written = 0
@@ -453,4 +555,4 @@ def merge_chain_down(cow: str, *, chunk_bytes: int = CHUNK_BYTES,
                            resumed=False, size=size, backing_size=size, sectors=sectors,
                            sectors_from_cow=marked, sectors_from_backing=sectors - marked,
                            bytes_written=written, seconds=round(time.monotonic() - started, 6),
-                           chain=layers)
+                           chain=layers, invalidated=invalidated)
