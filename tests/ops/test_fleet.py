@@ -186,3 +186,24 @@ def test_bad_input_is_one_line_and_makes_nothing(tmp):
     for start in ("overbooking: ", "host space left: ", "worst case, every guest fills its disk "
                   "(1 x 64.0 MiB = 64.0 MiB): ", "  ubdsim run: the guest's write fails at once"):
         assert any(line.startswith(start) for line in text.stdout.splitlines()), start
+
+
+def test_fleet_png_draws_what_the_report_says(tmp):
+    """--png: a picture of the report (the allocated colour where the guests' bars are), written
+    whole; it refuses to be drawn over a guest's COW file."""
+    from matplotlib.colors import to_rgb
+    from matplotlib.image import imread
+    from ubdsim.show.fleet_figure import ALLOCATED, APPARENT
+    r = subprocess.run([UBDSIM, "fleet", "3", "base.img", "--size", "16M", "--png", "fleet.png"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    pixels = imread("fleet.png")[:, :, :3]
+    for colour in (ALLOCATED, APPARENT):
+        assert (abs(pixels - to_rgb(colour)).sum(axis=2) < 0.02).sum() > 100, colour
+    assert not [n for n in os.listdir(".") if n.endswith(".ubdsim-tmp")]
+    os.mkdir("more")
+    r = subprocess.run([UBDSIM, "fleet", "1", "other.img", "--size", "16M", "--dir", "more",
+                        "--png", "more/guest1.cow"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "refusing to draw a picture over it" in r.stderr.splitlines()[-1]
+    assert open("more/guest1.cow", "rb").read(4) == b"OOOM"          # still the guest's COW file

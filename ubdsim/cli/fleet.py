@@ -30,10 +30,11 @@ stderr is a terminal; --json prints the report as one JSON object.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 
-from ..fileio import shown
+from ..fileio import new_file_beside, refuse_same_file, shown
 from ..ops.fleet import DEFAULT_WORKLOAD, FleetReport, run_fleet
 from ..profiles import UnknownProfile, get_profile
 from .argtypes import int_range
@@ -76,6 +77,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kernel", default=None, metavar="P",
                         help="kernel profile: 2.4 (default), 2.4-stock or 6.1")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--png", metavar="F", default=None,
+                        help="also draw the report into F: per guest apparent vs allocated, and "
+                             "the disks promised against the host's size")
 
 
 class GuestBar(ProgressBar):
@@ -92,12 +96,31 @@ class GuestBar(ProgressBar):
         self._drawn = True
 
 
+def _protected(args: argparse.Namespace) -> dict[str, str]:
+    """The files the fleet makes or reads, which the picture must never replace."""
+    files = {f"guest {n}'s COW file": os.path.join(args.dir, f"guest{n}.cow")
+             for n in range(1, args.count + 1)}
+    files["backing file"] = args.backing
+    return files
+
+
+def _draw(report: FleetReport, target: str) -> None:
+    """The picture, published whole (a temporary beside F, renamed)."""
+    from ..show.figure import save
+    from ..show.fleet_figure import draw_fleet
+    with new_file_beside(target, exclusive=False) as fd:
+        with os.fdopen(os.dup(fd), "wb") as out:
+            save(draw_fleet(report), out, "png")
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         get_profile(args.kernel)
     except UnknownProfile as err:
         print(f"ubdsim fleet: error: {err}", file=sys.stderr)
         return USAGE
+    if args.png:
+        refuse_same_file(args.png, _protected(args), "draw a picture over")
     bar = GuestBar("guests")
     try:
         report = run_fleet(args.count, args.backing, size=args.size, workload=args.workload,
@@ -105,6 +128,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     print(to_json(report) if args.json else fleet_text(report))
+    if args.png:
+        _draw(report, args.png)
     for warning in report.warnings:
         print(f"ubdsim fleet: warning: {warning}", file=sys.stderr)
     if report.failed:
