@@ -1,7 +1,7 @@
 # The two commands of the README. Both install what is missing first (scripts/setup.sh).
 PY := .venv/bin/python
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench fuzz clean
 
 setup:
 	@bash scripts/setup.sh
@@ -11,6 +11,12 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q tests
+
+# A long differential run against linux.uml (kernel_ref/fuzz): progress bar, then a summary.
+# FUZZ_ARGS="--seed 7 --count 400 --save-scenarios found/" to change it.
+FUZZ_ARGS ?= --seed long --count 200
+fuzz: setup
+	$(PY) -m kernel_ref fuzz $(FUZZ_ARGS)
 
 bench: setup
 	@for b in scripts/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

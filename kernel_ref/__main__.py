@@ -1,5 +1,6 @@
 """python -m kernel_ref list | run NAME... | run --all [--keep DIR] [--against ...] | capture ...
                      | boot [OPTIONS] WORD... -- COMMAND [ARG...]
+                     | fuzz [--seed S] [--count N] [--profile 6.1] [--keep DIR] [--json]
 
 run      runs each scenario on linux.uml and on `ubdsim run --kernel 6.1` and compares
          the ubd log lines, guest transcripts and exit statuses, and every file byte for
@@ -11,6 +12,8 @@ run      runs each scenario on linux.uml and on `ubdsim run --kernel 6.1` and co
 capture  regenerates golden captures from linux.uml only (never from ubdsim).
 boot     boots linux.uml on kernel options and runs a command in it, printing what
          `ubdsim run` prints, to compare the two by hand (`boot --help`).
+fuzz     generates guest programs from a seed, runs each on linux.uml and on ubdsim, and
+         shrinks every kind of disagreement to a minimal program (`fuzz --help`).
 
 When linux.uml cannot run on this host, every command that needs it says why in one line
 and exits with 1.
@@ -23,6 +26,7 @@ from pathlib import Path
 
 from . import boot_command, scenario
 from .errors import KernelUnavailable
+from .fuzz import cli as fuzz_cli
 from .run import capture, run_many
 
 MODES = {"linux.uml": "live", "golden": "golden", "oracle": "oracle"}
@@ -34,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="list the scenarios")
     boot_command.add_parser(sub)
+    fuzz_cli.add_parser(sub)
     for name, text in (("run", "run and compare scenarios"),
                        ("capture", "regenerate golden captures from linux.uml")):
         p = sub.add_parser(name, help=text)
@@ -55,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "boot":
         return boot_command.run(args, parser)
+    if args.command == "fuzz":
+        return fuzz_cli.run(args, parser)
     try:
         return _command(args)
     except KernelUnavailable as err:
