@@ -37,6 +37,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("ubdsim.cli.serve", "export the configured units over NBD"),
     "vm": ("ubdsim.cli.vm", "boot a Linux guest in qemu on the configured units"),
     "fleet": ("ubdsim.cli.fleet", "run many guests over one backing file: apparent vs allocated, overbooking"),
+    "log": ("ubdsim.cli.log", "show a lab log recorded with --record (summary and events)"),
+    "replay": ("ubdsim.cli.replay", "rebuild the files of a recorded run as they were at any point"),
+    "crash": ("ubdsim.cli.crash", "check every crash state of a recorded run with a command"),
+    "mark": ("ubdsim.cli.mark", "set a mark in the lab log of the run this guest is part of"),
 }
 
 

@@ -54,6 +54,7 @@ from typing import TextIO
 from ..errors import UsageError
 from ..explain.options import add_hint_options
 from ..fileio import open_log
+from ..lab.frontend import RECORD_KEYS, add_record_options
 from ..profiles import UnknownProfile, get_profile
 from .status import USAGE
 
@@ -82,6 +83,7 @@ def _add_options(parser: argparse.ArgumentParser) -> None:
                              "COW file as a read-only layer over its own backing file, "
                              "recursively (default: raw, as the kernel reads it)")
     add_hint_options(parser)
+    add_record_options(parser)
 
 
 def split_words(rest: list[str], args: argparse.Namespace) -> tuple[list[str], list[str]]:
@@ -96,9 +98,9 @@ def split_words(rest: list[str], args: argparse.Namespace) -> tuple[list[str], l
     late = argparse.ArgumentParser(add_help=False)
     _add_options(late)
     late.set_defaults(**{k: getattr(args, k) for k in ("kernel", "log", "pin", "chain",
-                                                        "quiet_hints")})
+                                                        "quiet_hints", *RECORD_KEYS)})
     options, words = late.parse_known_args(rest[:cut])
-    for key in ("kernel", "log", "pin", "chain", "quiet_hints"):
+    for key in ("kernel", "log", "pin", "chain", "quiet_hints", *RECORD_KEYS):
         setattr(args, key, getattr(options, key))
     return words, command
 
@@ -138,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
     from ..device.events import EventBus
     from ..device.disk import boot_disks
     from ..explain.hints import attach_hints, to_stderr
+    from ..lab.frontend import attach
     from ..harness import HarnessRules, run_guest
     from ..ops.unitfiles import unit_files
 
@@ -147,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
     log = KernelLog(args.log, unit_files(parsed.units.values()))
     disks: dict = {}
     hints = None
+    lab = None
     try:
         for line in parsed.messages:
             log(line)
@@ -154,6 +158,8 @@ def run(args: argparse.Namespace) -> int:
         if not args.quiet_hints:        # subscribed first: a pending hint precedes the next line
             hints = attach_hints(bus, profile, parsed, to_stderr, chain=args.chain)
         bus.subscribe(lambda event: log(event.data["text"]), kinds={"message"})
+        lab = attach(bus, args, parsed.units.values(), to_stderr, tool="ubdsim run",
+                     words=words, kernel=profile.name)
         disks, _messages, _failures = boot_disks(parsed.units, profile, bus, chain=args.chain)
         if hints is not None:
             hints.flush()
@@ -163,6 +169,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         for disk in disks.values():
             disk.close()
+        if lab is not None:
+            lab.close()
         if hints is not None:
             hints.close()
         log.close()

@@ -66,6 +66,7 @@ import signal
 import sys
 
 from ..explain.options import add_hint_options
+from ..lab.frontend import add_record_options
 from ..nbd.exports import FLUSH_MODES, open_exports
 from ..nbd.server import NbdServer
 from ..profiles import DEFAULT_PROFILE, PROFILES, get_profile
@@ -100,6 +101,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "to the top COW file only (default: raw, as UML reads it; see "
                              "`ubdsim run --help`)")
     add_hint_options(parser)
+    add_record_options(parser)
     parser.add_argument("words", nargs="+", metavar="WORD",
                         help="kernel command-line options such as ubd0=cow,backing")
 
@@ -167,7 +169,7 @@ def _stale_socket(path: str) -> bool:
 def run(args: argparse.Namespace) -> int:
     profile = get_profile(args.kernel)
     opened = open_exports(args.words, profile, args.flush, _print_kernel, chain=args.chain,
-                          hints=not args.quiet_hints)
+                          hints=not args.quiet_hints, record=args, tool="ubdsim serve")
     try:
         if not opened.exports:
             print("ubdsim serve: error: no unit opened, nothing to export", file=sys.stderr)

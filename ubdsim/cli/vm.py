@@ -32,6 +32,7 @@ import tempfile
 from pathlib import Path
 
 from ..explain.options import add_hint_options
+from ..lab.frontend import add_record_options
 from ..nbd.exports import FLUSH_MODES, open_exports
 from ..nbd.server import NbdServer, ServerThread
 from ..profiles import DEFAULT_PROFILE, PROFILES, get_profile
@@ -61,6 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "COW file as a read-only layer over its own backing file, "
                              "recursively (default: raw, as UML reads it)")
     add_hint_options(parser)
+    add_record_options(parser)
     parser.add_argument("words", nargs="+", metavar="WORD", help="kernel options: ubd0=... ")
     parser.add_argument("script", metavar="GUEST_SCRIPT", help="shell script run in the guest")
 
@@ -71,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     image = guest_image()
     opened = open_exports(args.words, profile, args.flush,
                           lambda line: print(line, file=sys.stderr, flush=True), chain=args.chain,
-                          hints=not args.quiet_hints)
+                          hints=not args.quiet_hints, record=args, tool="ubdsim vm")
     try:
         if not opened.exports:
             print("ubdsim vm: error: no unit opened, nothing to give the guest", file=sys.stderr)

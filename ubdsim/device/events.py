@@ -20,6 +20,12 @@ Kinds and their data (all offsets/lengths in bytes):
 - zeroes    file_offset, length, offset (device)
 - flush     (nothing: no profile's flush reaches the host, see Unit.flush())
 - close     file
+- request   op ("read"|"write"|"discard"|"zeroes"), offset (device), length, data (write:
+            the guest's bytes, valid during the call only)   one guest request, before its steps
+- hostwrite file, file_offset, data (the bytes, valid during the call only)   one pwrite of a
+            unit's file, just after it returned (data area, bitmap words, raw file)
+- sync      file                             a host fsync of a unit's file (no profile does
+            one; `serve --flush fsync` does)
 """
 from __future__ import annotations
 
@@ -38,14 +44,19 @@ class Event:
 EventSink = Callable[[Event], None]
 
 # The kinds emitted once per request or segment: the hot path checks `io_active` for these.
-IO_KINDS = frozenset({"read", "write", "bitmap", "discard", "zeroes", "flush"})
+IO_KINDS = frozenset({"read", "write", "bitmap", "discard", "zeroes", "flush", "request",
+                      "hostwrite", "sync"})
+# Delivered only to a subscriber that names them, not to one that asked for every kind: they
+# carry the bytes of each request and host write, which only the lab's recorder wants.
+OPT_IN_KINDS = frozenset({"request", "hostwrite"})
 
 
 class EventBus:
     """Fan-out of events to subscribers.
 
     `active` is False (and emitting free) with no subscriber; `io_active` is False unless
-    some subscriber wants I/O kinds. A subscriber may name the kinds it wants (None: all).
+    some subscriber wants I/O kinds. A subscriber may name the kinds it wants (None: all but
+    OPT_IN_KINDS, which go only to those that name them).
     """
 
     __slots__ = ("_sinks", "active", "io_active")
@@ -76,7 +87,7 @@ class EventBus:
     def emit(self, kind: str, unit: int | None, **data: Any) -> None:
         event = Event(kind, unit, data)
         for sink, kinds in tuple(self._sinks):
-            if kinds is None or kind in kinds:
+            if (kind not in OPT_IN_KINDS) if kinds is None else (kind in kinds):
                 sink(event)
 
 

@@ -155,6 +155,8 @@ class Unit:
         [6.1] the offset drift after a mixed segment and the re-read at EOF included.
         """
         self._check(offset, length)
+        if self.events.io_active:
+            self.events.emit("request", self.number, op="read", offset=offset, length=length)
         fast = self._read_runs(offset, length)
         if fast is not None:
             return fast
@@ -260,9 +262,14 @@ class Unit:
         """
         length = len(data)
         self._check(offset, length, writing=True)
+        if self.events.io_active:
+            self.events.emit("request", self.number, op="write", offset=offset, length=length,
+                             data=data)
         if self.cow is None:
             self._pwrite(self.fd, data, offset)
             if self.events.io_active:
+                self.events.emit("hostwrite", self.number, file=self.path, file_offset=offset,
+                                 data=data)
                 self.events.emit("write", self.number, target="raw", offset=offset,
                                  file_offset=offset, length=length)
             return
@@ -271,8 +278,14 @@ class Unit:
         geometry = self.cow.geometry
         segments = self._cowify_request(offset, length)
         self._pwrite(self.fd, data, geometry.data_offset + offset)
+        if self.events.io_active:
+            self.events.emit("hostwrite", self.number, file=self.path,
+                             file_offset=geometry.data_offset + offset, data=data)
         for file_offset, words in self._word_spans(segments):
             self._pwrite(self.fd, words, file_offset)
+            if self.events.io_active:
+                self.events.emit("hostwrite", self.number, file=self.path,
+                                 file_offset=file_offset, data=words)
         if self.events.io_active:
             # The kernel's steps, segment by segment: data, then its write-back (if any).
             word = self.profile.device.bitmap_word
@@ -458,6 +471,8 @@ class Unit:
             return
         self._pwrite(self.fd, segment.words, segment.words_offset)
         if self.events.io_active:
+            self.events.emit("hostwrite", self.number, file=self.path,
+                             file_offset=segment.words_offset, data=segment.words)
             self.events.emit("bitmap", self.number, file_offset=segment.words_offset,
                              length=len(segment.words), first_sector=segment.offset // SECTOR_SIZE)
 
@@ -466,6 +481,8 @@ class Unit:
         if not self.profile.device.supports_discard or self.no_trim:
             # [2.4] no discard in the driver; [6.1] flag t: the queue has no discard limits.
             raise UbdError(f"unit {self.number} does not support {kind}", errno=errno.EOPNOTSUPP)
+        if self.events.io_active:
+            self.events.emit("request", self.number, op=kind, offset=offset, length=length)
         chunk = MAX_DISCARD_SECTORS * SECTOR_SIZE
         position, end = offset, offset + length
         while position < end:

@@ -78,6 +78,8 @@ def flusher(unit: Unit, mode: str) -> Callable[[], None]:
         unit.flush()
         try:
             os.fsync(unit.fd)
+            if unit.events.io_active:
+                unit.events.emit("sync", unit.number, file=unit.path)
         except OSError as err:
             raise UbdError(f"fsync of '{unit.path}' failed: {err.strerror}", errno=err.errno) from None
     return durable
@@ -108,6 +110,7 @@ class OpenedUnits:
     disks: list[Disk]
     failed: int
     hints: object | None = None         # ubdsim.explain.hints.Hints, closed with the units
+    lab: object | None = None           # ubdsim.lab.frontend.LabSession, closed after the disks
 
     def close(self) -> None:
         """ubd_release() of the server's open of each disk: the files are closed."""
@@ -115,11 +118,13 @@ class OpenedUnits:
             disk.close()
         if self.hints is not None:
             self.hints.close()
+        if self.lab is not None:
+            self.lab.close()
 
 
 def open_exports(words: list[str], profile: Profile, flush_mode: str,
                  print_line: Callable[[str], None], *, chain: bool = False,
-                 hints: bool = True) -> OpenedUnits:
+                 hints: bool = True, record=None, tool: str = "ubdsim serve") -> OpenedUnits:
     """Parse `words` as kernel options and open the units as the kernel boots them.
 
     The kernel's messages (parser first, then ubd_init()'s opens) go to `print_line`
@@ -132,6 +137,7 @@ def open_exports(words: list[str], profile: Profile, flush_mode: str,
     from ..device.disk import boot_disks
     from ..device.events import EventBus
     from ..explain.hints import attach_hints
+    from ..lab.frontend import attach
 
     parsed = parse_command_line(words, profile)
     if parsed.refusal is not None:      # um_arch.c add_arg(): UML would exit before booting
@@ -141,6 +147,8 @@ def open_exports(words: list[str], profile: Profile, flush_mode: str,
     bus = EventBus()
     listener = attach_hints(bus, profile, parsed, print_line, chain=chain) if hints else None
     bus.subscribe(lambda event: print_line(event.data["text"]), kinds={"message"})
+    lab = (attach(bus, record, parsed.units.values(), print_line, tool=tool, words=list(words),
+                  kernel=profile.name, announce=True) if record is not None else None)
     disks, _messages, _failures = boot_disks(parsed.units, profile, bus, chain=chain)
     held: list[Disk] = []
     units: list[Unit] = []
@@ -154,4 +162,4 @@ def open_exports(words: list[str], profile: Profile, flush_mode: str,
     if listener is not None:
         listener.flush()
     return OpenedUnits([export_for(u, profile, flush_mode) for u in units], held, failed,
-                       listener)
+                       listener, lab)
