@@ -10,18 +10,9 @@ import hashlib
 import os
 import subprocess
 import sys
-import time
 
-from kernel_ref import launcher
 from tests.cow.builders import UBDSIM, random_file, run
-
-GUEST = """mknod {d}/ubda b 98 0
-exec 3<>{d}/ubda
-echo ready > {d}/ready
-i=0
-while [ ! -e {d}/done ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
-"""
-
+from tests.ops.holding_kernel import holding_kernel
 
 def test_running_linux_uml_locks_are_respected(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -29,28 +20,17 @@ def test_running_linux_uml_locks_are_respected(tmp_path, monkeypatch):
     assert run(["uml_mkcow", "cow", "backing"]).returncode == 0
     assert run(["uml_mkcow", "cow2", "backing"]).returncode == 0   # a second COW, same backing
     cow_before = hashlib.sha256(open("cow", "rb").read()).hexdigest()
-    with launcher.start(["ubd0=cow,backing"], script=GUEST.format(d=tmp_path), cwd=tmp_path,
-                        timeout=90) as kernel:
-        try:
-            for _ in range(300):
-                if os.path.exists("ready") or kernel.poll() is not None:
-                    break
-                time.sleep(0.1)
-            assert os.path.exists("ready"), "the guest never opened /dev/ubda: " + \
-                (kernel.wait().problem if kernel.poll() is not None else "timed out")
-            results = {
-                "uml_moo": run(["uml_moo", "cow", "oracle.img"]),
-                "new": run([UBDSIM, "moo", "cow", "new.img"]),
-                "in_place": run([UBDSIM, "moo", "-d", "cow"]),
-                "other_cow_new": run([UBDSIM, "moo", "cow2", "other.img"]),
-                "other_cow_in_place": run([UBDSIM, "moo", "-d", "cow2"]),
-                "mkcow_force": run([UBDSIM, "mkcow", "-f", "cow", "backing"]),
-                "cow_sha": hashlib.sha256(open("cow", "rb").read()).hexdigest(),
-                "cow_ino": os.stat("cow").st_ino,
-            }
-        finally:
-            open("done", "w").close()
-        assert kernel.wait().status == 0
+    with holding_kernel(["ubd0=cow,backing"], tmp_path) as kernel:
+        results = {
+            "uml_moo": run(["uml_moo", "cow", "oracle.img"]),
+            "new": run([UBDSIM, "moo", "cow", "new.img"]),
+            "in_place": run([UBDSIM, "moo", "-d", "cow"]),
+            "other_cow_new": run([UBDSIM, "moo", "cow2", "other.img"]),
+            "other_cow_in_place": run([UBDSIM, "moo", "-d", "cow2"]),
+            "mkcow_force": run([UBDSIM, "mkcow", "-f", "cow", "backing"]),
+            "cow_sha": hashlib.sha256(open("cow", "rb").read()).hexdigest(),
+            "cow_ino": os.stat("cow").st_ino,
+        }
     # uml_moo takes no lock and happily copies a COW file a running kernel is writing
     assert results["uml_moo"].returncode == 0
     for name in ("new", "in_place"):

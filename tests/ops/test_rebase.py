@@ -14,13 +14,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
-from kernel_ref import launcher
 from tests.cow.builders import UBDSIM, build_cow, pack_spec_header, random_file, run, spec_geometry
 from tests.device.oracle import boot, ubd_lines
+from tests.ops.holding_kernel import holding_kernel
 from ubdsim.ops.rebase import journal_path, rebase
 
 MIB = 1 << 20
@@ -511,30 +510,11 @@ def test_locked_by_a_holder_refused_with_its_pid(case, path, kind):
     assert ubdsim("rebase", "-b", "copy.img", "cow").returncode == 0     # lock gone: works
 
 
-GUEST = """mknod {d}/ubda b 98 0
-exec 3<>{d}/ubda
-echo ready > {d}/ready
-i=0
-while [ ! -e {d}/done ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
-"""
-
-
 def test_running_linux_uml_holds_the_cow_file(case):
     """linux.uml 6.1 locks the COW file it serves: rebase names the kernel's pid."""
     before = sha("cow")
-    with launcher.start(["ubd0=cow,base.img"], script=GUEST.format(d=case), cwd=case,
-                        timeout=90) as kernel:
-        try:
-            for _ in range(300):
-                if os.path.exists("ready") or kernel.poll() is not None:
-                    break
-                time.sleep(0.1)
-            assert os.path.exists("ready"), "the guest never opened /dev/ubda: " + \
-                (kernel.wait().problem if kernel.poll() is not None else "timed out")
-            r = ubdsim("rebase", "-b", "copy.img", "cow")
-        finally:
-            open("done", "w").close()
-        assert kernel.wait().status == 0
+    with holding_kernel(["ubd0=cow,base.img"], case) as kernel:
+        r = ubdsim("rebase", "-b", "copy.img", "cow")
     assert refused(r) == (f"ubdsim rebase: error: 'cow' is locked by process {kernel.pid} "
                           "(a running UML kernel?): refusing to touch it")
     assert sha("cow") == before
