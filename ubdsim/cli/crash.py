@@ -35,11 +35,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from dataclasses import asdict
 
 from ..fileio import shown
 from .argtypes import int_range, positive_seconds
+from .progress import ProgressBar
 from .status import OK, USAGE
 
 FAILED = 3
@@ -78,29 +78,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="one JSON object")
 
 
-class StateProgress:
+class StateProgress(ProgressBar):
     """`crash [####....] 12/40 points, 31 checked, 2 failed` on a terminal, nothing elsewhere."""
 
-    def __init__(self, stream=None, interval: float = 0.2) -> None:
-        self.stream = stream if stream is not None else sys.stderr
-        self.enabled = self.stream.isatty()
-        self.interval, self._last, self._drawn = interval, 0.0, False
-
-    def __call__(self, done: int, total: int, checked: int, failed: int) -> None:
-        now = time.monotonic()
-        if not self.enabled or (now - self._last < self.interval and done < total):
-            return
-        self._last = now
-        filled = int(30 * done / total) if total else 30
-        self.stream.write(f"\rcrash [{'#' * filled}{'.' * (30 - filled)}] {done}/{total} points, "
-                          f"{checked} checked, {failed} failed ")
-        self.stream.flush()
-        self._drawn = True
-
-    def close(self) -> None:
-        if self._drawn:
-            self.stream.write("\n")
-            self.stream.flush()
+    def describe(self, done: int, total: int, checked: int = 0, failed: int = 0) -> str:
+        return f"{done}/{total} points, {checked} checked, {failed} failed "
 
 
 def run(args: argparse.Namespace) -> int:
@@ -108,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     from ..lab.crash import crash
     from ..lab.logformat import read_log
 
-    bar = StateProgress()
+    bar = StateProgress("crash")
     with read_log(args.log) as log:
         try:
             report = crash(log, args.check, model=args.model, points=args.points,

@@ -85,15 +85,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 class GuestBar(ProgressBar):
     """The progress bar counting guests, not MiB."""
 
-    def __call__(self, done: int, total: int) -> None:
-        if not self.enabled:
-            return
-        width = 30
-        filled = int(done / total * width) if total else width
-        self.stream.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] "
-                          f"{done} of {total} guests")
-        self.stream.flush()
-        self._drawn = True
+    def describe(self, done: int, total: int) -> str:
+        return f"{done} of {total} guests"
 
 
 def _protected(args: argparse.Namespace) -> dict[str, str]:
