@@ -103,8 +103,13 @@ def build_chain() -> list[str]:
     os.utime("base.img", (1_000_000_000, 1_000_000_000))
     first = guest_writes(0, ["ubd0=l1.cow,base.img"], chain=False)
     assert first.stderr.splitlines() == ['Creating "l1.cow" as COW file for "base.img"']
+    # Each lower layer's mtime is set into the past before the layer above records it: a
+    # header stores whole seconds, so a later rewrite of that layer within the same second
+    # (a moo -d commit) would otherwise still "match".
+    os.utime("l1.cow", (1_000_000_100, 1_000_000_100))
     assert run(["uml_mkcow", "l2.cow", "l1.cow"]).returncode == 0
     second = guest_writes(1, ["ubd0=l2.cow,l1.cow"], chain=True)
+    os.utime("l2.cow", (1_000_000_200, 1_000_000_200))
     assert run(["uml_mkcow", "l3.cow", "l2.cow"]).returncode == 0
     third = guest_writes(2, ["ubd0=l3.cow,l2.cow"], chain=True)
     return [second.stderr, third.stderr]
