@@ -97,7 +97,11 @@ def test_sigkill_mid_write_leaves_consistent_cow(workdir, victim, mode):
     status = proc.wait(timeout=60)
     assert status == (128 + signal.SIGKILL if victim == "guest" else -signal.SIGKILL)
     assert _gone(guest)
-    assert _assert_consistent(workdir / "cow.img") >= 20 * 128
+    # A killed guest's kernel lives on and writes its dirty pages back at the close; a
+    # killed ubdsim is a killed kernel: buffered writes not yet written back are lost (only
+    # what the 4 MiB background write-back already wrote is there), O_DIRECT ones are not.
+    lost_with_the_kernel = mode == "buffered" and victim == "ubdsim"
+    assert _assert_consistent(workdir / "cow.img") >= (0 if lost_with_the_kernel else 20 * 128)
 
 
 def test_every_node_spelling_names_the_unit(workdir):

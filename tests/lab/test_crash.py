@@ -150,7 +150,8 @@ def test_ext4_state_devices_equal_replay_then_moo(ext4_run, tmp_path):
     status, report = crash_json(ext4_run.dir, ext4_run.log, "--check",
                                 f"cp --sparse=always {{device}} {keep}/$UBDSIM_CRASH_STATE.img",
                                 "--after", "m1")
-    assert status == 0 and report["checked"] > 10
+    # write-back coalesces debugfs's buffered writes into a few requests per sync
+    assert status == 0 and report["checked"] > 5
     _compare_states(ext4_run.dir, keep, tmp_path, every=3)
 
 

@@ -9,6 +9,7 @@ from ..device.api import BlockDevice
 from ..device.disk import Disk
 from .nodes import NodeStat
 from .pagecache import initial_block_size
+from .writeback import MappingErrors
 
 
 @dataclass
@@ -26,6 +27,8 @@ class Unit:
     device: BlockDevice | None = None
     # memfd inodes standing for this unit's opens not yet released (see session.py).
     open_inodes: set[int] = field(default_factory=set)
+    # The bdev inode's write-back errors: they outlive every open, like the inode.
+    wb_errors: MappingErrors = field(default_factory=MappingErrors)
 
     def __post_init__(self) -> None:
         self.initial_block_size = initial_block_size(self.disk.size, self.soft_block_max)

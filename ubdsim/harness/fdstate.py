@@ -39,6 +39,7 @@ class OpenFile:
     offset: int = 0                # f_pos, shared by every dup of this description
     exclusive: bool = False        # opened with O_EXCL (FMODE_EXCL)
     readahead: Readahead | None = None   # f_ra, set up at the first buffered read
+    wb_err: int = 0                # f_wb_err: the mapping's errseq_t sampled at open
 
     @property
     def readable(self) -> bool:

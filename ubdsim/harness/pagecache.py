@@ -6,13 +6,19 @@ Buffered reads go through a clean-page cache per unit filled by the kernel's rea
 the kernel read pages 0-3 as ONE request, and on [6.1] a COW unit's do_io() offset drift
 makes the bytes of pages 1-3 depend on that grouping (observed with linux.uml).
 
-The real kernel writes a buffered block-device write back in whole soft blocks: a partial
-block is read, modified and written whole (fs/buffer.c block_write_begin() and
-__block_write_full_page() over the bdev inode). So `dd bs=512 seek=3 count=2` on 6.1 writes
-sectors 0-7 and a COW file gets bits 0-7 (observed with linux.uml). ubdsim writes through at
-once instead of leaving dirty pages (same final bytes, and crash states stay simple), with the
-same granularity, and keeps the cached clean pages current. O_DIRECT bypasses the cache: exactly the sectors asked, and misaligned offsets,
-lengths or buffer addresses get EINVAL (block/fops.c blkdev_dio_unaligned() [6.1]).
+Buffered writes are write-back, as in the kernel (fs/buffer.c block_write_begin(),
+__block_write_begin(), block_write_end() over the bdev inode [6.1]): the bytes go into the
+unit's pages, which become dirty, and reach the device only when they are written back
+(`writeback.py` says when, and what a failed write-back does). The cache keeps buffer-head
+state at the soft block size: a partly covered block that is not up to date is read first
+(`dd bs=512 seek=3 count=2` with 4 KiB blocks reads sectors 0-7, then writes all 8 back, so a
+COW file gets bits 0-7: observed with linux.uml); a wholly covered one is not, so with blocks
+smaller than a page a page can be only partly up to date, and a later read fetches only its
+missing blocks, one request each (block_read_full_folio(), unless
+block_is_partially_uptodate() says the range read is already there). O_DIRECT bypasses the
+cache: exactly the sectors asked, after writing back the dirty pages they overlap, and
+misaligned offsets, lengths or buffer addresses get EINVAL (block/fops.c
+blkdev_dio_unaligned() [6.1]).
 
 The calls that act on the cache do to these pages what the kernel does to its own (each
 compared with linux.uml in tests/harness/test_cache_calls.py): WILLNEED and readahead(2)
@@ -20,8 +26,8 @@ read in (force_page_cache_ra()), DONTNEED and BLKFLSBUF drop clean pages
 (invalidate_mapping_pages()), fallocate, BLKDISCARD and BLKZEROOUT truncate their range
 (truncate_inode_pages_range(): partial pages zeroed in place) or, with another exclusive
 holder, invalidate it (invalidate_inode_pages2_range()), O_DIRECT writes invalidate the pages
-they touch, BLKBSZSET to a new size drops everything (kill_bdev()). Since ubdsim has no dirty
-pages, "clean pages only" is every page.
+they touch, BLKBSZSET to a new size writes back and drops everything (set_blocksize()). Invalidation
+keeps dirty pages; truncation drops them, their data with them.
 """
 from __future__ import annotations
 
@@ -59,30 +65,6 @@ def read(dev: BlockDevice, pos: int, length: int) -> bytes:
     start = pos - pos % SECTOR_SIZE
     end = -(-(pos + length) // SECTOR_SIZE) * SECTOR_SIZE
     return dev.read(start, end - start)[pos - start:pos - start + length]
-
-
-def write(dev: BlockDevice, pos: int, data: bytes, block: int,
-          cache: PageCache | None = None) -> None:
-    """Write `data` at `pos` in whole `block`-sized units (block = SECTOR_SIZE for O_DIRECT,
-    where alignment was already checked; the soft block size for buffered writes).
-
-    `cache` (buffered writes): the unit's clean pages. A partial block's other bytes come
-    from a cached page when there is one (the kernel modifies the page in the cache, then
-    writes the block back from it), and cached pages take the new bytes."""
-    end = pos + len(data)
-    start = pos - pos % block
-    stop = min(-(-end // block) * block, dev.size)
-    whole = bytes(data)
-    if start != pos or stop != end:
-        def fetch(at: int, n: int) -> bytes:
-            return cache.peek(dev, at, n) if cache is not None else read(dev, at, n)
-        head = fetch(start, pos - start) if pos > start else b""
-        tail = fetch(end, stop - end) if stop > end else b""
-        whole = head + whole + tail
-    dev.write(start, whole)
-    if cache is not None:
-        cache.update(start, whole, dev.size)
-        cache.evict()
 
 
 def zero(dev: BlockDevice, pos: int, length: int) -> None:
@@ -157,50 +139,85 @@ class PageCache:
     def __init__(self, limit: int = CACHE_PAGES) -> None:
         self.pages: OrderedDict[int, bytes] = OrderedDict()
         self.marked: set[int] = set()           # PG_readahead
+        # Pages not PG_uptodate: index -> mask of their up-to-date blocks (buffer_uptodate);
+        # their other blocks' bytes in `pages` are zeros standing for "not read".
+        self.partial: dict[int, int] = {}
+        # Dirty pages: index -> mask of dirty blocks (buffer_dirty), in the order they were
+        # first dirtied, with the time of that (the flusher's dirtied_when, per page here).
+        self.dirty: dict[int, int] = {}
+        self.dirtied_at: dict[int, float] = {}
+        # The soft block size the block masks count in: a new one (BLKBSZSET) kills the
+        # cache first, so every mask in it uses the size of the last buffered write.
+        self.block = PAGE_SIZE
         self.limit = limit
 
     def clear(self) -> None:
+        """kill_bdev(): every page goes, dirty ones too (callers write back first where the
+        kernel does)."""
         self.pages.clear()
         self.marked.clear()
+        self.partial.clear()
+        self.dirty.clear()
+        self.dirtied_at.clear()
+
+    def _forget(self, index: int) -> None:
+        del self.pages[index]
+        self.marked.discard(index)
+        self.partial.pop(index, None)
+        if self.dirty.pop(index, None) is not None:
+            del self.dirtied_at[index]
 
     def invalidate(self, pos: int, length: int) -> None:
         """Drop every page that [pos, pos+length) touches."""
         if length > 0:
             self.drop(pos // PAGE_SIZE, (pos + length - 1) // PAGE_SIZE)
 
-    def drop(self, first: int, last: int) -> None:
-        """Drop the cached pages with index first..last (inclusive): mm/truncate.c
+    def drop(self, first: int, last: int, keep: frozenset[int] | set[int] = frozenset()) -> int:
+        """Drop the clean cached pages with index first..last (inclusive): mm/truncate.c
         invalidate_inode_pages2_range() [6.1] (O_DIRECT writes, truncate_bdev_range() with
         another exclusive holder) and invalidate_mapping_pages() (DONTNEED, BLKFLSBUF), which
-        keep dirty, locked or mapped pages: ubdsim's cached pages are all clean and unmapped."""
+        keep dirty pages and pages under write-back (`keep`; ubdsim's pages are never locked
+        or mapped). Returns how many dirty pages were kept (invalidate_inode_pages2_range()
+        then fails with EBUSY)."""
         if last < first:
-            return
+            return 0
         if last - first < len(self.pages):
             doomed = [i for i in range(first, last + 1) if i in self.pages]
         else:
             doomed = [i for i in self.pages if first <= i <= last]
+        kept = 0
         for index in doomed:
-            del self.pages[index]
-            self.marked.discard(index)
+            if index in self.dirty:
+                kept += 1
+            elif index not in keep:
+                self._forget(index)
+        return kept
 
-    def truncate(self, lstart: int, lend: int) -> None:
+    def truncate(self, lstart: int, lend: int, block: int) -> None:
         """mm/truncate.c truncate_inode_pages_range() [6.1] over bytes lstart..lend
-        (inclusive): the pages wholly inside are dropped; a page the range covers in part
-        stays cached with the covered bytes zeroed (truncate_inode_partial_folio():
-        folio_zero_range(), the page keeps PG_uptodate and PG_readahead), even when the
-        device operation that follows fails."""
+        (inclusive): the pages wholly inside are dropped, dirty ones with their data; a page
+        the range covers in part stays cached with the covered bytes zeroed
+        (truncate_inode_partial_folio(): folio_zero_range(), the page keeps PG_uptodate and
+        PG_readahead; block_invalidate_folio() discards the buffers wholly inside: no longer
+        dirty, nor up to date in a page that was not), even when the device operation that
+        follows fails."""
         if not self.pages:
             return                                      # mapping_empty()
-        self.drop((lstart + PAGE_SIZE - 1) // PAGE_SIZE, (lend + 1) // PAGE_SIZE - 1)
+        first, last = (lstart + PAGE_SIZE - 1) // PAGE_SIZE, (lend + 1) // PAGE_SIZE - 1
+        if last >= first:
+            for index in ([i for i in range(first, last + 1) if i in self.pages]
+                          if last - first < len(self.pages)
+                          else [i for i in self.pages if first <= i <= last]):
+                self._forget(index)
         first = lstart // PAGE_SIZE
         same_page = first == lend // PAGE_SIZE
         if first in self.pages:
             same_page = lend < (first + 1) * PAGE_SIZE
-            self._truncate_partial(first, lstart, lend)
+            self._truncate_partial(first, lstart, lend, block)
         if not same_page and lend // PAGE_SIZE in self.pages:
-            self._truncate_partial(lend // PAGE_SIZE, lstart, lend)
+            self._truncate_partial(lend // PAGE_SIZE, lstart, lend, block)
 
-    def _truncate_partial(self, index: int, start: int, end: int) -> None:
+    def _truncate_partial(self, index: int, start: int, end: int, block: int) -> None:
         """truncate_inode_partial_folio() for an order-0 folio."""
         pos = index * PAGE_SIZE
         offset = start - pos if pos < start else 0
@@ -209,40 +226,83 @@ class PageCache:
         else:
             length = end + 1 - pos - offset
         if length == PAGE_SIZE:                         # truncate_inode_folio()
-            del self.pages[index]
-            self.marked.discard(index)
+            self._forget(index)
         elif length > 0:                                # folio_zero_range()
             page = self.pages[index]
             self.pages[index] = page[:offset] + bytes(length) + page[offset + length:]
+            inside = 0                                  # block_invalidate_folio()
+            for b in range(-(-offset // block), (offset + length) // block):
+                inside |= 1 << b
+            if index in self.partial:
+                self.partial[index] &= ~inside
+            if index in self.dirty:
+                self.dirty[index] &= ~inside
+                if not self.dirty[index]:
+                    del self.dirty[index], self.dirtied_at[index]
 
-    def update(self, pos: int, data: bytes, size: int) -> None:
-        """A buffered write of whole blocks `data` at `pos` went through: cached pages take
-        its bytes, and every page it covers whole (up to the device's `size`) is cached now,
-        as block_write_begin() left it in the kernel's cache, up to date."""
+    def write(self, dev: BlockDevice, pos: int, data: bytes, block: int, now: float) -> None:
+        """generic_perform_write() into this cache, page by page [6.1]: block_write_begin()
+        reads each block the write covers in part that is not up to date (one read of that
+        block), the bytes are copied in, and block_write_end() marks the covered blocks up to
+        date and dirty (the page up to date once all its blocks are). Nothing reaches the
+        device here."""
+        self.block = block
+        per_page = PAGE_SIZE // block
+        whole = (1 << per_page) - 1
         end = pos + len(data)
         for index in range(pos // PAGE_SIZE, -(-end // PAGE_SIZE)):
             base = index * PAGE_SIZE
+            lo, hi = max(pos, base), min(end, base + PAGE_SIZE)
             page = self.pages.get(index)
-            if page is None:
-                if pos <= base and min(base + PAGE_SIZE, size) <= end:
-                    self.pages[index] = data[base - pos:base - pos + PAGE_SIZE]
-                continue
-            lo, hi = max(pos, base), min(end, base + len(page))
-            if lo < hi:
-                self.pages[index] = page[:lo - base] + data[lo - pos:hi - pos] + page[hi - base:]
+            uptodate = 0 if page is None else self.partial.get(index, whole)
+            buf = bytearray(PAGE_SIZE) if page is None else bytearray(page)
+            covered = 0
+            for b in range((lo - base) // block, -(-(hi - base) // block)):
+                start = base + b * block
+                if not uptodate >> b & 1 and (start < lo or start + block > hi):
+                    buf[b * block:(b + 1) * block] = self._read_block(dev, start, block)
+                covered |= 1 << b
+            buf[lo - base:hi - base] = data[lo - pos:hi - pos]
+            self.pages[index] = bytes(buf)
+            self.pages.move_to_end(index)
+            uptodate |= covered
+            if uptodate == whole:
+                self.partial.pop(index, None)
+            else:
+                self.partial[index] = uptodate
+            if index not in self.dirty:
+                self.dirtied_at[index] = now
+            self.dirty[index] = self.dirty.get(index, 0) | covered
+        self.evict()
 
-    def peek(self, dev: BlockDevice, pos: int, length: int) -> bytes:
-        """Current bytes of [pos, pos+length): cached pages where present (what a buffered
-        write's read-modify-write sees), the device elsewhere; fills nothing."""
-        out = []
-        while length:
-            index, within = divmod(pos, PAGE_SIZE)
-            step = min(length, PAGE_SIZE - within)
-            page = self.pages.get(index)
-            out.append(page[within:within + step] if page is not None else read(dev, pos, step))
-            pos += step
-            length -= step
-        return b"".join(out)
+    @staticmethod
+    def _read_block(dev: BlockDevice, start: int, block: int) -> bytes:
+        """One buffer head's read (its own request); the part past the device's end is
+        zeros (submit_bh() -> guard_bio_eod())."""
+        if start >= dev.size:
+            return bytes(block)
+        data = dev.read(start, min(block, dev.size - start))
+        return data + bytes(block - len(data))
+
+    def take_dirty(self, first: int, last: int) -> list[tuple[int, bytes]]:
+        """The dirty blocks of pages first..last in index order, as (device offset, bytes),
+        now clean: __block_write_full_page() clears each buffer's dirty bit as it submits it
+        (a write that then fails leaves the page clean and cached, its data only there)."""
+        indices = sorted(i for i in self.dirty if first <= i <= last)
+        block = self.block
+        blocks = []
+        for index in indices:
+            mask = self.dirty.pop(index)
+            del self.dirtied_at[index]
+            page = self.pages[index]
+            for b in range(PAGE_SIZE // block):
+                if mask >> b & 1:
+                    blocks.append((index * PAGE_SIZE + b * block, page[b * block:(b + 1) * block]))
+        return blocks
+
+    def expired(self, before: float) -> bool:
+        """Some page has been dirty since before `before` (the oldest comes first)."""
+        return bool(self.dirtied_at) and next(iter(self.dirtied_at.values())) < before
 
     def read(self, dev: BlockDevice, ra: Readahead, pos: int, length: int,
              request_end: int) -> bytes:
@@ -253,7 +313,7 @@ class PageCache:
         last_index = -(-request_end // PAGE_SIZE)
         out = []
         while pos < end:
-            batch = self._get_pages(dev, ra, pos // PAGE_SIZE, last_index)
+            batch = self._get_pages(dev, ra, pos // PAGE_SIZE, last_index, pos, request_end)
             for index, page in batch:
                 if pos >= end:
                     break
@@ -273,14 +333,15 @@ class PageCache:
         while index < last_index and index in self.pages and len(batch) < PAGEVEC_SIZE:
             batch.append((index, self.pages[index]))
             self.pages.move_to_end(index)
-            if index in self.marked:
+            if index in self.partial or index in self.marked:
                 break
             index += 1
         return batch
 
-    def _get_pages(self, dev: BlockDevice, ra: Readahead, index: int, last_index: int
-                   ) -> list[tuple[int, bytes]]:
-        """filemap_get_pages() [6.1]."""
+    def _get_pages(self, dev: BlockDevice, ra: Readahead, index: int, last_index: int,
+                   pos: int, request_end: int) -> list[tuple[int, bytes]]:
+        """filemap_get_pages() [6.1]: `pos` is where the read stands (iocb->ki_pos) and
+        `request_end` where it ends, for a batch ending at a page not up to date."""
         batch = self._batch(index, last_index)
         if not batch:
             self._sync_ra(dev, ra, index, last_index - index)
@@ -292,7 +353,30 @@ class PageCache:
         if tail in self.marked and ra.ra_pages:         # filemap_readahead()
             self.marked.discard(tail)
             self._ondemand(dev, ra, tail, last_index - tail, marked=True)
+        if tail in self.partial:                        # filemap_update_page()
+            self._update_page(dev, tail, pos, request_end)
+            batch[-1] = (tail, self.pages[tail])
         return batch
+
+    def _update_page(self, dev: BlockDevice, index: int, pos: int, request_end: int) -> None:
+        """filemap_range_uptodate() -> block_is_partially_uptodate(), else
+        filemap_read_folio() -> block_read_full_folio() [6.1]: each block not up to date
+        read as its own request (no plug merges them), the page up to date after."""
+        mask = self.partial[index]
+        base = index * PAGE_SIZE
+        block = self.block
+        start = max(pos - base, 0)
+        stop = min(PAGE_SIZE, request_end - base)
+        if not (start < block and stop > PAGE_SIZE - block):
+            needed = range(start // block, -(-stop // block))
+            if all(mask >> b & 1 for b in needed):
+                return
+        buf = bytearray(self.pages[index])
+        for b in range(PAGE_SIZE // block):
+            if not mask >> b & 1:
+                buf[b * block:(b + 1) * block] = self._read_block(dev, base + b * block, block)
+        self.pages[index] = bytes(buf)
+        del self.partial[index]
 
     # -- mm/readahead.c --------------------------------------------------------------------
 
@@ -415,8 +499,17 @@ class PageCache:
         self.evict()
 
     def evict(self) -> None:
-        """Drop the least recently used pages beyond the limit."""
-        while len(self.pages) > self.limit:
-            dropped, _ = self.pages.popitem(last=False)
-            self.marked.discard(dropped)
+        """Drop the least recently used clean pages beyond the limit (reclaim writes dirty
+        pages back first; ubdsim's write-back threshold keeps them well below the limit)."""
+        excess = len(self.pages) - self.limit
+        if excess <= 0:
+            return
+        victims = []
+        for index in self.pages:
+            if index not in self.dirty:
+                victims.append(index)
+                if len(victims) == excess:
+                    break
+        for index in victims:
+            self._forget(index)
 

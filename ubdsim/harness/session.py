@@ -24,6 +24,8 @@ from . import nodes
 from .device_unit import Unit
 from .fdstate import OpenFile, OpenFiles
 from .pagecache import PageCache
+from .writeback import (DIRTY_EXPIRE, REQ_FLUSHER, BlockLog, write_and_wait,
+                        write_back)
 from .rules import HarnessRules
 from .syscalls.result import PASS, Emulated, Fail, NeedsExit, Result
 from .syscalls.table import BY_NUMBER, traced_numbers
@@ -63,6 +65,7 @@ class Session:
         self.mem = GuestMemory()
         self.opens = OpenFiles()
         self.caches: dict[int, PageCache] = {n: PageCache() for n in self.units}
+        self.block_log = BlockLog()
         self.tracer = Tracer(self.dispatch, self.mem)
 
     # --- helpers for handlers -------------------------------------------------------------
@@ -71,8 +74,43 @@ class Session:
         return self.opens.lookup(tid, fd)
 
     def page_cache(self, unit: Unit) -> PageCache:
-        """The clean pages of `unit`'s block-device inode."""
+        """The pages of `unit`'s block-device inode."""
         return self.caches[unit.number]
+
+    def write_back(self, unit: Unit, flags: int, first: int = 0,
+                   last: int = (1 << 64) - 1) -> None:
+        """Write back `unit`'s dirty pages first..last (writeback.py)."""
+        write_back(self.block_log, unit, self.caches[unit.number], flags, first, last)
+
+    def write_and_wait(self, unit: Unit, first: int = 0, last: int = (1 << 64) - 1) -> int:
+        """filemap_write_and_wait_range(): write back, then AS_EIO/AS_ENOSPC, cleared."""
+        return write_and_wait(self.block_log, unit, self.caches[unit.number], first, last)
+
+    def sync_all(self) -> None:
+        """sync(2): iterate_bdevs() writes back every open disk (errors are not returned)."""
+        for unit in self.units.values():
+            if unit.device is not None:
+                self.write_and_wait(unit)
+
+    def lose_dirty(self) -> None:
+        """ubdsim was stopped: the kernel's memory, dirty pages included, is gone."""
+        for unit in self.units.values():
+            cache = self.caches[unit.number]
+            if cache.dirty:
+                print(f"ubdsim run: {len(cache.dirty)} dirty page(s) of "
+                      f"{unit.disk.profile.device.disk_name(unit.number)} lost: ubdsim was "
+                      f"stopped before writing them back (a killed UML loses them too)",
+                      file=sys.stderr)
+                cache.clear()
+
+    def _flusher(self) -> None:
+        """The deterministic flusher (writeback.py): expired dirty pages are written back."""
+        before = time.monotonic() - DIRTY_EXPIRE
+        for number, cache in self.caches.items():
+            if cache.dirty and cache.expired(before):
+                unit = self.units[number]
+                if unit.device is not None:
+                    self.write_back(unit, REQ_FLUSHER)
 
     def tgids(self) -> set[int]:
         return set(self.tracer.tids)
@@ -107,11 +145,15 @@ class Session:
         self.drop_open(unit)
 
     def drop_open(self, unit: Unit) -> None:
-        """ubd_release() of one open; the last one closes the driver's files."""
+        """ubd_release() of one open; the last one closes the driver's files, after
+        blkdev_put() -> blkdev_flush_mapping() [6.1]: sync_blockdev() (its error is
+        nobody's), then kill_bdev()."""
+        if unit.disk.count == 1 and unit.device is not None:
+            self.write_and_wait(unit)
         unit.disk.release()
         if unit.disk.count == 0:
             unit.device = None
-            self.caches[unit.number].clear()        # blkdev_put() -> kill_bdev() [6.1]
+            self.caches[unit.number].clear()
 
     def finish(self) -> None:
         """End of the run: every open still counted is released."""
@@ -145,12 +187,15 @@ class Session:
         if entry is None:
             return PASS
         try:
+            self._flusher()
             result = entry.handler(self, tid, regs)
             if isinstance(result, (Emulated, NeedsExit)) and _drops_cache(entry.name):
                 # An emulated call that may change a device's bytes behind its cache, or
                 # drops the cache in the kernel (truncate_bdev_range(), invalidate_bdev(),
-                # kill_bdev()): ubdsim drops every unit's cached pages.
-                for cache in self.caches.values():
+                # kill_bdev()): ubdsim writes back and drops every unit's pages.
+                for number, cache in self.caches.items():
+                    if cache.dirty and self.units[number].device is not None:
+                        self.write_and_wait(self.units[number])
                     cache.clear()
             return result
         except UbdError as err:
@@ -170,6 +215,12 @@ def run_guest(disks: Mapping[int, Disk], argv: Sequence[str], *, max_units: int,
     session = Session(disks, max_units, rules)
     try:
         session.tracer.spawn(argv, build_filter(traced_numbers()), pin=pin)
-        return session.tracer.run()
+        status = session.tracer.run()
+        if session.tracer.interrupted:
+            session.lose_dirty()
+        return status
+    except BaseException:
+        session.lose_dirty()
+        raise
     finally:
         session.finish()

@@ -2,7 +2,7 @@
 
 Texts are the kernel's own, byte for byte, printf conversions included (`%s`, `%d`, `%ld`,
 `%llu`...); `render()` formats them the way the kernel's printk would. One table per area
-(`cmdline`, `cow`, `device`) so that each area owns its texts; this module only merges them.
+(`block`, `cmdline`, `cow`, `device`) so that each area owns its texts; this module only merges them.
 A family is a `Profile.kernel_family` value: profiles that share a driver share its texts.
 """
 from __future__ import annotations
@@ -36,9 +36,9 @@ def _to_python_format(text: str) -> str:
 
 
 def _merged() -> dict[str, MessageText]:
-    from . import cmdline, cow, device
+    from . import block, cmdline, cow, device
     table: dict[str, MessageText] = {}
-    for module in (cmdline, cow, device):
+    for module in (block, cmdline, cow, device):
         for msg_id, message in module.MESSAGES.items():
             if msg_id in table:
                 raise RuntimeError(f"message id {msg_id!r} is defined twice")

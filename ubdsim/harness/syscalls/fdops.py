@@ -15,7 +15,7 @@ from __future__ import annotations
 import errno
 
 from ...errors import UbdError
-from .. import pagecache
+from .. import pagecache, writeback
 from . import rw
 from ..fdstate import SETFL_MASK
 from .files import _int32, _signed
@@ -41,6 +41,7 @@ BLKDEV_FALLOC_FL_SUPPORTED = (FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLO
 MAX_LFS_FILESIZE = (1 << 63) - 1    # the bdev superblock's s_maxbytes
 POSIX_FADV_NORMAL, POSIX_FADV_RANDOM, POSIX_FADV_SEQUENTIAL = 0, 1, 2
 POSIX_FADV_WILLNEED, POSIX_FADV_DONTNEED, POSIX_FADV_NOREUSE = 3, 4, 5
+SYNC_FILE_RANGE_WAIT_BEFORE, SYNC_FILE_RANGE_WRITE, SYNC_FILE_RANGE_WAIT_AFTER = 1, 2, 4
 SYNC_FILE_RANGE_VALID = 0x7
 _U64 = (1 << 64) - 1
 _PAGE_SHIFT = 12
@@ -56,13 +57,23 @@ def sys_fsync(h, tid, regs) -> Result:
     if of is None:
         return PASS
     try:
-        of.unit.device.flush()      # blkdev_fsync() -> REQ_OP_FLUSH -> the profile's flush
+        # blkdev_fsync(): every dirty page (vfs_fsync() asks for 0..LLONG_MAX), the error
+        # this open has not seen, then REQ_OP_FLUSH (the profile's flush)
+        err = rw.fsync_range(h, of, 0, (1 << 64) - 1)
     except UbdError as err:
         return Fail(err.errno or errno.EIO)
-    return Emulated(0)
+    return Fail(err) if err else Emulated(0)
 
 
 sys_fdatasync = sys_fsync
+
+
+def sys_sync(h, tid, regs) -> Result:
+    """fs/sync.c ksys_sync(): every disk's dirty pages written back (iterate_bdevs()),
+    errors kept for fsync to report; then the host's own sync runs for the guest's other
+    files."""
+    h.sync_all()
+    return PASS
 
 
 def sys_sync_file_range(h, tid, regs) -> Result:
@@ -72,7 +83,19 @@ def sys_sync_file_range(h, tid, regs) -> Result:
     offset, nbytes, flags = _signed(regs.rsi), _signed(regs.rdx), _int32(regs.r10)
     if flags & ~SYNC_FILE_RANGE_VALID or offset < 0 or nbytes < 0:
         return Fail(errno.EINVAL)
-    return Emulated(0)              # writes already went through: nothing is dirty
+    # fs/sync.c sync_file_range() [6.1]: endbyte = offset + nbytes - 1 (the device's end
+    # when nbytes is 0 or the sum overflows); WRITE starts write-back of the range
+    # (WB_SYNC_NONE), the WAIT flags report the error this open has not seen.
+    endbyte = offset + nbytes - 1 if nbytes and offset + nbytes - 1 < MAX_LFS_FILESIZE \
+        else MAX_LFS_FILESIZE
+    err = 0
+    if flags & SYNC_FILE_RANGE_WAIT_BEFORE:
+        err, of.wb_err = of.unit.wb_errors.check_and_advance(of.wb_err)
+    if not err and flags & SYNC_FILE_RANGE_WRITE:
+        h.write_back(of.unit, writeback.REQ_NONE, offset >> _PAGE_SHIFT, endbyte >> _PAGE_SHIFT)
+    if not err and flags & SYNC_FILE_RANGE_WAIT_AFTER:
+        err, of.wb_err = of.unit.wb_errors.check_and_advance(of.wb_err)
+    return Fail(err) if err else Emulated(0)
 
 
 def fadvise(h, of, offset: int, length: int, advice: int) -> Result:
@@ -104,8 +127,17 @@ def fadvise(h, of, offset: int, length: int, advice: int) -> Result:
         count = (end_index - start_index + 1) & _U64 or _U64
         h.page_cache(unit).force_ra(unit.device, ra, start_index, count)
     elif advice == POSIX_FADV_DONTNEED:
-        # __filemap_fdatawrite_range(): nothing is dirty. First and last FULL page; the
-        # last is kept unless endbyte ends a page or is the device's last byte.
+        # __filemap_fdatawrite_range(WB_SYNC_NONE): the range's dirty pages are written
+        # back and stay cached (they are under write-back when the pages are dropped below,
+        # which skips them; ubdsim keeps them, now clean). Then the first and last FULL page;
+        # the last is kept unless endbyte ends a page or is the device's last byte.
+        if endbyte < 0:
+            endbyte_index = (1 << 64) - 1
+        else:
+            endbyte_index = endbyte >> _PAGE_SHIFT
+        written = {i for i in h.page_cache(unit).dirty
+                   if (offset >> _PAGE_SHIFT) <= i <= endbyte_index}
+        h.write_back(unit, writeback.REQ_NONE, offset >> _PAGE_SHIFT, endbyte_index)
         start_index = ((offset + pagecache.PAGE_SIZE - 1) >> _PAGE_SHIFT) & _U64
         end_index = (endbyte >> _PAGE_SHIFT) & _U64
         if endbyte & (pagecache.PAGE_SIZE - 1) != pagecache.PAGE_SIZE - 1 \
@@ -114,7 +146,7 @@ def fadvise(h, of, offset: int, length: int, advice: int) -> Result:
                 return Emulated(0)
             end_index -= 1
         if end_index >= start_index:
-            h.page_cache(unit).drop(start_index, end_index)   # invalidate_mapping_pagevec()
+            h.page_cache(unit).drop(start_index, end_index, keep=written)  # invalidate_mapping_pagevec()
     # POSIX_FADV_NOREUSE: nothing in 6.1
     return Emulated(0)
 
@@ -137,18 +169,20 @@ def sys_readahead(h, tid, regs) -> Result:
     return fadvise(h, of, _signed(regs.rsi), _signed(regs.rdx), POSIX_FADV_WILLNEED)
 
 
-def truncate_bdev_range(h, of, lstart: int, lend: int) -> None:
+def truncate_bdev_range(h, of, lstart: int, lend: int) -> int:
     """block/bdev.c truncate_bdev_range() [6.1], bytes lstart..lend inclusive, before a
     discard or zero-out: unless this file holds the disk exclusively (FMODE_EXCL) it claims
     it for the call; when another open holds it exclusively (an O_EXCL open still alive),
     bd_prepare_to_claim() fails and the pages touching the range are invalidated instead
-    (partial ones included), otherwise the range is truncated (partial pages zeroed)."""
+    (partial ones included; a dirty one stays and makes it EBUSY), otherwise the range is
+    truncated (partial pages zeroed, dirty data dropped). Returns the errno or 0."""
     unit = of.unit
     cache = h.page_cache(unit)
     if not of.exclusive and unit.exclusive_inodes and unit.exclusive_inodes & h.live_inodes():
-        cache.drop(lstart >> _PAGE_SHIFT, lend >> _PAGE_SHIFT)
-    else:
-        cache.truncate(lstart, lend)
+        kept = cache.drop(lstart >> _PAGE_SHIFT, lend >> _PAGE_SHIFT)
+        return errno.EBUSY if kept else 0
+    cache.truncate(lstart, lend, unit.block_size)
+    return 0
 
 
 def offloads(unit) -> bool:
@@ -229,7 +263,9 @@ def sys_fallocate(h, tid, regs) -> Result:
         return Fail(errno.EOPNOTSUPP)
     # "Invalidate the page cache, including dirty pages": before the zero-out, which may
     # still fail (the truncation stays).
-    truncate_bdev_range(h, of, start, start + length - 1)
+    failed = truncate_bdev_range(h, of, start, start + length - 1)
+    if failed:
+        return Fail(failed)
     if of.unit.read_only:
         # block/blk-lib.c blkdev_issue_zeroout(): bdev_read_only() fails the write-zeroes
         # attempt and the zero-page fallback with EPERM; NOFALLBACK without write-zeroes

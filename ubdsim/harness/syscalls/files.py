@@ -85,8 +85,10 @@ def _open(h, tid: int, regs, dirfd: int, path_addr: int, flags: int) -> Result:
             h.drop_open(unit)               # no description came of it: ubd_release()
             return
         # do_dentry_open() -> file_ra_state_init(): the read-ahead limit of this open
+        # do_dentry_open(): f_wb_err = filemap_sample_wb_err()
         ino = h.opens.register(tid, fd, OpenFile(unit, f_flags, exclusive=exclusive,
-                                                 readahead=file_ra_state_init(unit)))
+                                                 readahead=file_ra_state_init(unit),
+                                                 wb_err=unit.wb_errors.sample()))
         h.adopt(unit, ino)
         if exclusive:
             unit.exclusive_inodes.add(ino)

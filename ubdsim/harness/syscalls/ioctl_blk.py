@@ -82,7 +82,9 @@ def _discard(h, tid, of: OpenFile, arg: int) -> Result:
     end = start + length
     if start & 511 or length & 511 or end > (1 << 64) - 1 or end > of.unit.size:
         return Fail(errno.EINVAL)
-    truncate_bdev_range(h, of, start, end - 1)
+    failed = truncate_bdev_range(h, of, start, end - 1)
+    if failed:
+        return Fail(failed)
     # block/blk-lib.c __blkdev_issue_discard(): bdev_read_only() first, then an empty range
     if of.unit.read_only:
         return Fail(errno.EPERM)
@@ -104,7 +106,9 @@ def _zeroout(h, tid, of: OpenFile, arg: int) -> Result:
     end = start + length - 1
     if start & 511 or length & 511 or end >= of.unit.size or end < start:
         return Fail(errno.EINVAL)
-    truncate_bdev_range(h, of, start, end)
+    failed = truncate_bdev_range(h, of, start, end)
+    if failed:
+        return Fail(failed)
     if of.unit.read_only:
         return Fail(errno.EPERM)             # blkdev_issue_zeroout(): bdev_read_only()
     zero_range(of.unit, start, length, fallback=True)
@@ -112,8 +116,10 @@ def _zeroout(h, tid, of: OpenFile, arg: int) -> Result:
 
 
 def _flsbuf(h, tid, of: OpenFile, arg: int) -> Result:
-    """block/ioctl.c blkdev_flushbuf() [6.1]: fsync_bdev() (nothing is dirty in ubdsim),
-    then invalidate_bdev(): every clean page of this disk dropped, no other disk's."""
+    """block/ioctl.c blkdev_flushbuf() [6.1]: fsync_bdev() (sync_blockdev(): everything
+    written back, its error cleared and not returned), then invalidate_bdev(): every clean
+    page of this disk dropped (all of them now), no other disk's."""
+    h.write_and_wait(of.unit)
     h.page_cache(of.unit).drop(0, (1 << 64) - 1)
     return Emulated(0)
 
@@ -122,7 +128,7 @@ def _bszset(h, tid, of: OpenFile, arg: int) -> Result:
     """block/ioctl.c blkdev_bszset() + block/bdev.c set_blocksize() [6.1]: without
     FMODE_EXCL the disk is claimed for the call (EBUSY while another open holds it
     exclusively); a power of two from 512 to PAGE_SIZE; a new size kills the page cache
-    (kill_bdev()), the same size leaves it."""
+    (sync_blockdev(), then kill_bdev()), the same size leaves it."""
     if not arg:
         return Fail(errno.EINVAL)
     value = _get(h, tid, arg, "<i")
@@ -135,6 +141,7 @@ def _bszset(h, tid, of: OpenFile, arg: int) -> Result:
     if n < SECTOR or n > PAGE or n & (n - 1):
         return Fail(errno.EINVAL)
     if n != unit.block_size:
+        h.write_and_wait(unit)                  # set_blocksize(): sync_blockdev(), kill_bdev()
         h.page_cache(unit).clear()
         unit.block_size = n
     return Emulated(0)

@@ -8,11 +8,16 @@ From: block/fops.c blkdev_read_iter()/blkdev_write_iter() [6.1], fs/read_write.c
   end;
 - O_DIRECT: offset, buffer addresses and lengths must be 512-aligned, else EINVAL;
 - buffered reads go through the unit's page cache and the open file's readahead state
-  (pagecache.PageCache), O_DIRECT ones read exactly the sectors asked and leave the cache
-  alone (blkdev_read_iter() only writes dirty pages back first: ubdsim has none);
+  (pagecache.PageCache), buffered writes leave dirty pages there (written back later,
+  writeback.py); O_DIRECT ones read or write exactly the sectors asked, after
+  filemap_write_and_wait_range() wrote back the dirty pages of their range (its error,
+  AS_EIO from any earlier failed write-back, fails them: blkdev_read_iter(),
+  kiocb_invalidate_pages());
 - an O_DIRECT write invalidates the cached pages it touches before anything else, so even
   one refused for its alignment drops them (blkdev_direct_write() kiocb_invalidate_pages(),
   then blkdev_direct_IO(); measured with linux.uml 6.1);
+- an O_SYNC/O_DSYNC write writes back its range and fails with the error a failed
+  write-back left (generic_write_sync() -> blkdev_fsync());
 - read/write/readv/writev move the shared file position; p* forms do not (pread/pwrite with
   a negative offset: EINVAL; preadv2/pwritev2 with offset -1 use and move the position).
 """
@@ -20,9 +25,10 @@ from __future__ import annotations
 
 import errno
 import struct
+import time
 
 from ...errors import UbdError
-from .. import pagecache
+from .. import pagecache, writeback
 from ..fdstate import OpenFile
 from .files import _int32, _signed
 from .result import PASS, Emulated, Fail, Result
@@ -65,8 +71,13 @@ def do_read(h, tid: int, of: OpenFile, pos: int, segments: Segments) -> Result:
         return Emulated(0)
     n = min(total, size - pos)
     segments = _truncate(segments, n)
-    if of.direct and pagecache.direct_misaligned(pos, segments):
-        return Fail(errno.EINVAL)
+    if of.direct:
+        err = h.write_and_wait(of.unit, pos // pagecache.PAGE_SIZE,
+                               (pos + n - 1) // pagecache.PAGE_SIZE)
+        if err:
+            return Fail(err)
+        if pagecache.direct_misaligned(pos, segments):
+            return Fail(errno.EINVAL)
     cache = None if of.direct else h.page_cache(of.unit)
     if cache is not None:
         file_ra(of)
@@ -111,15 +122,23 @@ def do_write(h, tid: int, of: OpenFile, pos: int, segments: Segments) -> Result:
     count = min(total, unit.size - pos)
     segments = _truncate(segments, count)
     cache = h.page_cache(unit)
+    first, last = pos // pagecache.PAGE_SIZE, (pos + count - 1) // pagecache.PAGE_SIZE
     if of.direct:
-        # block/fops.c blkdev_direct_write() [6.1]: kiocb_invalidate_pages() drops every
-        # cached page the write touches, then blkdev_direct_IO() checks the alignment.
+        # block/fops.c blkdev_direct_write() [6.1]: kiocb_invalidate_pages() writes back and
+        # drops every cached page the write touches, then blkdev_direct_IO() checks the
+        # alignment.
+        err = h.write_and_wait(unit, first, last)
+        if err:
+            return Fail(err)
         cache.invalidate(pos, count)
         if pagecache.direct_misaligned(pos, segments):
             return Fail(errno.EINVAL)
-    block = pagecache.SECTOR_SIZE if of.direct else unit.block_size
-    # O_DIRECT writes leave the cache as invalidated above; buffered ones update it.
-    through = None if of.direct else cache
+
+    def put(at: int, data: bytes) -> None:
+        if of.direct:
+            direct_write(h, unit, at, data)
+        else:
+            cache.write(unit.device, at, data, unit.block_size, time.monotonic())
     done = 0
     # Gather guest memory in chunks no larger than CHUNK (a multiple of every block size),
     # so a huge write never needs more than a few MiB of ubdsim memory.
@@ -134,21 +153,59 @@ def do_write(h, tid: int, of: OpenFile, pos: int, segments: Segments) -> Result:
                 addr += step
                 length -= step
                 if pending_len == pagecache.CHUNK:
-                    pagecache.write(unit.device, pos + done, b"".join(pending), block, through)
+                    put(pos + done, b"".join(pending))
                     done += pending_len
                     pending, pending_len = [], 0
     except OSError:
         pass                                   # EFAULT: write what was gathered so far
     if pending_len:
-        pagecache.write(unit.device, pos + done, b"".join(pending), block, through)
+        put(pos + done, b"".join(pending))
         done += pending_len
     if of.direct and done:
         cache.invalidate(pos, count)           # kiocb_invalidate_post_direct_write()
     if done == 0:
         return Fail(errno.EFAULT)
+    if not of.direct and len(cache.dirty) > writeback.DIRTY_BACKGROUND_PAGES:
+        h.write_back(unit, writeback.REQ_FLUSHER)      # the flusher's background run
     if of.sync:
-        unit.device.flush()                    # generic_write_sync() -> blkdev_fsync()
+        # generic_write_sync() -> vfs_fsync_range() -> blkdev_fsync() over what was written
+        err = fsync_range(h, of, first, (pos + done - 1) // pagecache.PAGE_SIZE)
+        if err:
+            return Fail(err)
     return Emulated(done)
+
+
+def direct_write(h, unit, pos: int, data: bytes) -> None:
+    """blkdev_direct_IO() [6.1]: the bio split at the unit's max_sectors, every request
+    submitted; each failed one prints blk_print_req_error()'s line, and the write fails with
+    the first failure's errno (UbdError), as the dio does (measured with linux.uml: a 1 MiB
+    write of which only the last 32 KiB did not fit got ENOSPC and wrote "0 bytes")."""
+    step = unit.max_sectors * pagecache.SECTOR_SIZE
+    failure = None
+    view = memoryview(data)
+    for at in range(0, len(data), step):
+        piece = view[at:at + step]
+        try:
+            unit.device.write(pos + at, piece)
+        except UbdError as err:
+            h.block_log.request_error(unit, err.errno or errno.EIO,
+                                      (pos + at) // pagecache.SECTOR_SIZE, 1,
+                                      writeback.REQ_DIRECT, -(-len(piece) // pagecache.PAGE_SIZE))
+            failure = failure or err
+    if failure is not None:
+        raise failure
+
+
+def fsync_range(h, of: OpenFile, first: int, last: int) -> int:
+    """blkdev_fsync() [6.1]: file_write_and_wait_range() (write back pages first..last,
+    then file_check_and_advance_wb_err(): the error this open has not seen yet), then
+    blkdev_issue_flush() (the profile's flush). A positive errno or 0."""
+    h.write_back(of.unit, writeback.REQ_SYNC, first, last)
+    err, of.wb_err = of.unit.wb_errors.check_and_advance(of.wb_err)
+    if err:
+        return err
+    of.unit.device.flush()
+    return 0
 
 
 def _positioned(h, tid, fd: int, offset: int | None, segments_of, writing: bool) -> Result:

@@ -68,6 +68,7 @@ SYSCALLS: dict[str, Entry] = dict([
     _e("fsync", fdops.sys_fsync),
     _e("fdatasync", fdops.sys_fdatasync),
     _e("sync_file_range", fdops.sys_sync_file_range),
+    _e("sync", fdops.sys_sync, note="writes back every unit's dirty pages, then the host's sync"),
     _e("fallocate", fdops.sys_fallocate),
     _e("fadvise64", fdops.sys_fadvise64),
     _e("readahead", fdops.sys_readahead),

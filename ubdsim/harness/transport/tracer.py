@@ -98,6 +98,11 @@ class Tracer:
             self.memory.close()
         return 128 + self._interrupt if self._interrupt else self._status
 
+    @property
+    def interrupted(self) -> bool:
+        """A signal to ubdsim ended the run (every traced thread was killed)."""
+        return bool(self._interrupt)
+
     def _on_signal(self, signum: int, frame) -> None:
         self._interrupt = signum
         if self._waiting:
