@@ -94,6 +94,11 @@ def compile_boot(work: Path, boot_index: int, steps: list[dict]) -> tuple[str, d
         elif op == "fsck":
             lines.append(f"e2fsck -fn {_dev(step['dev'])} >/dev/null 2>&1")
             lines.append(_status(n, f"fsck {step['dev']}"))
+        elif op == "fuzz":
+            from .fuzz.step import compile_step     # the fuzzer's runner (imports this module)
+            more, needed = compile_step(boot_index, n, step)
+            lines += more
+            patterns.update(needed)
         else:
             raise ValueError(f"unknown guest step {op!r}")
     lines.append('exit "$fails"')

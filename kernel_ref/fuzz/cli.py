@@ -104,11 +104,6 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         if not args.replay.is_dir():
             parser.error(f"--replay: no such directory: {args.replay}")
         return _replay(args)
-    target = args.save_scenarios
-    if target is not None and save.is_suite(target) and not save.suite_compiles_fuzz():
-        parser.error("--save-scenarios kernel_ref/scenarios: kernel_ref/guest.py does not "
-                     "compile the fuzz step yet, so `kernel_ref run --all` would stop at "
-                     "these scenarios; save them elsewhere and use --replay")
     try:
         return _fuzz(args)
     except KernelUnavailable as err:

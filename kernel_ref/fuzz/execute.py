@@ -26,10 +26,9 @@ from .. import fixtures
 from ..backends import UbdsimBackend, UmlBackend
 from ..compare import Outcome, compare
 from ..filters import Normaliser
-from ..guest import SCRATCH
+from ..guest import SCRATCH, compile_boot
 from ..observe import snapshot_dir
 from .program import Program
-from .step import compile_fuzz_boot
 from .verdict import categories, explain_reads
 
 Backend = UmlBackend | UbdsimBackend
@@ -62,7 +61,7 @@ def run_scenario(side: Side, scn: dict, work: Path, now: float) -> Outcome:
     norm = Normaliser(str(work), {}, now)
     boots, problems, reads = [], [], {}
     for index, boot in enumerate(scn["boots"], 1):
-        text, needed = compile_fuzz_boot(work, index, boot["guest"])
+        text, needed = compile_boot(work, index, boot["guest"])
         for rel, data in needed.items():
             (work / rel).write_bytes(data)
         script = scratch / f"guest-{index}.sh"

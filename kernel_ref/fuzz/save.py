@@ -30,18 +30,6 @@ REPLAY = "python -m kernel_ref fuzz --replay {dir}"
 RECAPTURE = REPLAY + " --capture"
 
 
-def suite_compiles_fuzz() -> bool:
-    """Does kernel_ref/guest.py compile the fuzz step yet? Until it does, a fuzz scenario in
-    kernel_ref/scenarios would stop `kernel_ref run --all` at its first boot."""
-    from ..guest import compile_boot
-    from .step import fuzz_step
-    try:
-        compile_boot(Path("/"), 1, [fuzz_step([])])
-    except ValueError:
-        return False
-    return True
-
-
 def is_suite(target: Path) -> bool:
     return target.resolve() == Path(_scenarios.__path__[0]).resolve()
 

@@ -5,9 +5,9 @@ lseek, fadvise, fallocate, block ioctls) cannot be spelled with kernel_ref/guest
 steps, so a saved disagreement carries them as ONE guest step `{"op": "fuzz", "ops": [...]}`
 holding the runner's operations with byte offsets already resolved. compile_step() gives the
 sh lines of that step in the exact shape guest.py gives its own steps (the same script
-header, `<n> fuzz rc=<status>` through guest._status(), counted in `fails`), so a boot
-compiled here and one compiled by guest.compile_boot() with a `fuzz` branch calling
-compile_step() are the same script, and a golden capture taken now stays valid there.
+header, `<n> fuzz rc=<status>` through guest._status(), counted in `fails`); guest.compile_boot()
+calls it for `fuzz` steps, so a saved disagreement is an ordinary kernel_ref scenario that
+`python -m kernel_ref run --all` runs with the others.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import json
 import shlex
 from pathlib import Path
 
-from ..guest import SCRATCH, _status, compile_boot
+from ..guest import SCRATCH, _status
 
 RUNNER = Path(__file__).resolve().with_name("guest_runner.py")
 # The guest's interpreter: Debian's, on the host's / that linux.uml mounts through hostfs and
@@ -35,22 +35,3 @@ def compile_step(boot_index: int, n: int, step: dict) -> tuple[list[str], dict[s
     data = json.dumps({"boot": boot_index, "step": n, "ops": step["ops"]}, sort_keys=True)
     lines = [f"{PYTHON} -I -S -B {shlex.quote(str(RUNNER))} {rel}", _status(n, "fuzz")]
     return lines, {rel: data.encode()}
-
-
-def compile_fuzz_boot(work: Path, boot_index: int, steps: list[dict]
-                      ) -> tuple[str, dict[str, bytes]]:
-    """A whole boot's script: guest.compile_boot()'s header and exit line around the fuzz
-    steps. Only fuzz steps here; mixed boots need guest.py to know the fuzz step."""
-    bad = [s["op"] for s in steps if s["op"] != "fuzz"]
-    if bad:
-        raise ValueError(f"not fuzz steps: {bad} (kernel_ref/guest.py compiles those)")
-    head, _ = compile_boot(work, boot_index, [])
-    lines = head.rstrip("\n").split("\n")
-    exit_line = lines.pop()                          # exit "$fails"
-    files: dict[str, bytes] = {}
-    for n, one in enumerate(steps, 1):
-        more, needed = compile_step(boot_index, n, one)
-        lines += more
-        files.update(needed)
-    lines.append(exit_line)
-    return "\n".join(lines) + "\n", files
