@@ -174,11 +174,14 @@ class Request:
     segments: int                   # nr_phys_segments: the pages it touches
 
 
-def plan(blocks: list[tuple[int, bytes]], block: int, max_sectors: int) -> list[Request]:
+def plan(blocks: list[tuple[int, bytes]], max_sectors: int, size: int) -> list[Request]:
     """Merge per-buffer bios (offset order) into requests: back merges of contiguous bios
-    while the request stays within max_sectors (blk-merge.c ll_back_merge_fn())."""
+    while the request stays within max_sectors (blk-merge.c ll_back_merge_fn()). A buffer
+    running past the device's end `size` is cut there (submit_bh() -> guard_bio_eod());
+    one wholly past it is not written (__block_write_full_page() skips it)."""
     out: list[Request] = []
     run: list[tuple[int, bytes]] = []
+    length = 0
 
     def close() -> None:
         if run:
@@ -189,9 +192,14 @@ def plan(blocks: list[tuple[int, bytes]], block: int, max_sectors: int) -> list[
 
     limit = max_sectors * SECTOR_SIZE
     for offset, data in blocks:
-        if run and (run[-1][0] + block != offset or (len(run) + 1) * block > limit):
+        if offset >= size:
+            continue
+        data = data[:size - offset]
+        if run and (run[-1][0] + len(run[-1][1]) != offset or length + len(data) > limit):
             close()
+            length = 0
         run.append((offset, data))
+        length += len(data)
     close()
     return out
 
@@ -203,7 +211,7 @@ def write_back(log: BlockLog, unit: Unit, cache, flags: int = REQ_SYNC, first: i
     if not blocks or unit.device is None:
         return
     block = cache.block
-    for request in plan(blocks, block, unit.max_sectors):
+    for request in plan(blocks, unit.max_sectors, unit.size):
         try:
             unit.device.write(request.offset, request.data)
         except UbdError as err:
