@@ -18,11 +18,11 @@ What is never generated, because linux.uml itself is not deterministic or not al
   covers it, a fuzz program on it only fails its opens.
 
 `exclude` names op classes (OP_CLASSES) and unit features (FEATURES) to leave out, so a
-batch can steer around a known gap and say why (tests/kernel_ref/test_fuzz.py). Two features
-are not things but habits: "buffered:unflushed" follows every buffered write on
-a descriptor without O_SYNC/O_DSYNC with an fsync of it, so no dirty page-cache page outlives
-the write that made it (6.1 writes them back at fsync, close, sync or O_DIRECT I/O on the
-range; ubdsim writes through at once). "buffered:sub-page" makes every buffered write whole
+batch can steer around a gap while it is open. Two features are not things but habits:
+"buffered:unflushed" follows every buffered write on a descriptor without O_SYNC/O_DSYNC with
+an fsync of it, so no dirty page-cache page outlives the write that made it (6.1 writes them
+back at fsync, close, sync or O_DIRECT I/O on the range; so does ubdsim since its page cache
+became write-back, and the fixed batch no longer excludes either habit). "buffered:sub-page" makes every buffered write whole
 pages at a page-aligned offset (positioned: pwrite, pwritev), so no page is left partly
 uptodate, which 6.1 later completes with block_read_full_folio() (fs/buffer.c) instead of a
 readahead window: possible when the soft block size is below 4 KiB (a device size that is

@@ -1,8 +1,8 @@
 """`python -m kernel_ref fuzz` (issue: differential fuzzing against the real kernel).
 
 A fixed-seed batch of generated programs runs on linux.uml and on `ubdsim run --kernel 6.1`
-and must agree, with the known ubdsim gaps the fuzzer found steered around by name (each
-reason says what the kernel does that ubdsim does not). The shrinker is shown a program
+and must agree, nothing excluded (the two gaps it found, buffered writes that were
+write-through and partly up-to-date pages, were fixed by the write-back page cache). The shrinker is shown a program
 that disagrees for a real reason (linux.uml against `ubdsim run` given unit flag r: its
 writes fail with EPERM, as ubd_kern.c ubd_open() [6.1] opens a read-only unit read-write)
 and must reduce it to the minimal program, which is then saved as a scenario with the kernel's golden capture and
@@ -28,30 +28,6 @@ from kernel_ref.fuzz.shrink import shrink
 
 REPO = Path(__file__).resolve().parents[2]
 
-# Known ubdsim gaps, found by this fuzzer; the fixed batch steers around them by name.
-BUFFERED_WRITE_THROUGH_GAP = (
-    "ubdsim writes a buffered write through to the unit's files at once "
-    "(ubdsim/harness/pagecache.py write()), where 6.1 leaves dirty page-cache pages until "
-    "fsync, the last close, sync or O_DIRECT I/O on the range. Seen two ways: BLKDISCARD, "
-    "BLKZEROOUT or fallocate over a dirty page drop it unwritten (truncate_bdev_range() in "
-    "blk_ioctl_discard()/blkdev_fallocate()), so the COW file is never extended to the "
-    "partial last sector (minimal: pwrite 8192+32768 then BLKDISCARD 36864+4096 over a "
-    "40878-byte backing: COW file 53166 bytes on linux.uml, 53248 on ubdsim); and a buffered "
-    "read before the write-back meets a bitmap without the written sectors, so do_io()'s "
-    "read-offset drift does not happen on 6.1 but does on ubdsim (minimal: write 3 bytes at "
-    "0, read 36864: device sector 8 reads back sector 7's bytes on ubdsim)")
-PARTIAL_PAGE_GAP = (
-    "a buffered write of whole soft blocks smaller than a page (block size 512 on a device "
-    "whose size is not a multiple of 4 KiB, set_init_blocksize(), or after BLKBSZSET) leaves "
-    "the page in 6.1's cache with only those buffers uptodate, and a later read completes it "
-    "with block_read_full_folio() (one request for the page's missing blocks, fs/buffer.c); "
-    "ubdsim's PageCache.update() (ubdsim/harness/pagecache.py) caches only pages a write "
-    "covers whole, so its read brings the page in with a readahead window, and 6.1's "
-    "do_io() read-offset drift shifts the later pages of that request (minimal: 257-sector "
-    "mkcow unit, pwritev 512 bytes at 0, fsync, readv 8192 at 0: bytes 4096-4607 are sector "
-    "8 on linux.uml, sector 7 on ubdsim)")
-EXCLUDED = {"buffered:unflushed": BUFFERED_WRITE_THROUGH_GAP,
-            "buffered:sub-page": PARTIAL_PAGE_GAP}
 FIXED_SEED = "fixed-1"
 FIXED_COUNT = 30                 # about a minute on 2 cores (about 2 s a program, 2 at a time)
 
@@ -62,8 +38,7 @@ def _fuzz(*args: str) -> subprocess.CompletedProcess:
 
 
 def _fixed_programs() -> list[Program]:
-    config = Config(exclude=frozenset(EXCLUDED))
-    return [generate(f"{FIXED_SEED}:{i}", config) for i in range(FIXED_COUNT)]
+    return [generate(f"{FIXED_SEED}:{i}", Config()) for i in range(FIXED_COUNT)]
 
 
 def test_the_fixed_batch_covers_every_kind_of_unit_and_operation():
@@ -102,16 +77,15 @@ def test_usage_errors_exit_2():
 def test_a_fixed_seed_batch_agrees_with_linux_uml():
     """FIXED_COUNT programs, judged by linux.uml; the summary comes as JSON."""
     launcher.require_kernel()
-    excluded = [a for name in EXCLUDED for a in ("--exclude", name)]
     proc = _fuzz("--seed", FIXED_SEED, "--count", str(FIXED_COUNT), "--shrink-runs", "0",
-                 "--json", *excluded)
+                 "--json")
     summary = json.loads(proc.stdout)
     report = "\n".join(f"{f['program']}: {f['categories']}\n  " + "\n  ".join(f["diffs"])
                        for f in summary["found"])
     assert proc.returncode == 0 and summary["disagreements"] == 0, report or proc.stderr
     assert summary["programs"] == FIXED_COUNT
     assert summary["operations"] == sum(p.operations for p in _fixed_programs())
-    assert summary["excluded"] == sorted(EXCLUDED)
+    assert summary["excluded"] == []
 
 
 def _flag_r_on_unit_0(options: list[str]) -> list[str]:
