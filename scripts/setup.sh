@@ -12,6 +12,7 @@
 #           (kernel_ref/native/uml_xstate_fix.c; kernel_ref/xstate.py decides when to use it)
 #   build/uml_sync_log.so: logs host fsync/fdatasync/sync/... calls of linux.uml and of
 #           `ubdsim run` alike (kernel_ref/native/uml_sync_log.c; kernel_ref/sync_log.py)
+#   build/uml_fault.so: fails chosen host reads/writes of linux.uml (kernel_ref/fault_preload.py)
 #   The qemu guest kernel (.deb) is fetched on first use by guest_images/qemu/build_image.py.
 #   venv:   .venv with ubdsim in editable mode, numpy, matplotlib (ubdsim show's pictures),
 #           pytest, hypothesis, python-ptrace; reinstalled when pyproject.toml is newer than
@@ -60,6 +61,14 @@ if [ ! -f "$sync_lib" ] || [ "$sync_src" -nt "$sync_lib" ]; then
     mkdir -p build
     cc -O2 -Wall -Wextra -Werror -shared -fPIC -o "$sync_lib.tmp" "$sync_src"
     mv "$sync_lib.tmp" "$sync_lib"
+fi
+fault_src=kernel_ref/native/uml_fault.c
+fault_lib=build/uml_fault.so
+if [ ! -f "$fault_lib" ] || [ "$fault_src" -nt "$fault_lib" ]; then
+    echo "setup: building $fault_lib (fails chosen host reads/writes of linux.uml: kernel_ref/fault_preload.py)"
+    mkdir -p build
+    cc -O2 -Wall -Wextra -Werror -shared -fPIC -o "$fault_lib.tmp" "$fault_src" -ldl
+    mv "$fault_lib.tmp" "$fault_lib"
 fi
 
 if [ ! -x .venv/bin/python ]; then

@@ -74,9 +74,11 @@ class ResizeError(UbdError):
 
 
 class DeviceIOError(UbdError):
-    """A host I/O failure while serving a request (short write, full disk)."""
+    """A host I/O failure while serving a request (short write, full disk). `written`: the
+    bytes of a failed data write that reached the file before it failed."""
 
     default_errno = _errno.EIO
+    written = 0
 
 
 class UsageError(UbdError):

@@ -42,6 +42,25 @@ unit then has no node). Writes go to the top COW file only; the kernel's message
 are unchanged, plus one `ubdsim: chain:` line naming the layers. The device is as large
 as the raw bottom file.
 
+--inject SPEC (repeatable) makes chosen HOST calls of the units fail, never the guest's own
+syscalls: the guest gets what the 6.1 kernel returns for that host error (EIO; ENOSPC for a
+host ENOSPC; EIO for a torn write) and, under 6.1, the block layer's `I/O error, dev ubda,
+sector S ...` line. An O_DIRECT call fails at once; a buffered write succeeds and fails
+later, at its write-back (`Buffer I/O error ... lost async page write`, EIO at the next
+fsync), as the kernel's page cache does. SPEC is TARGET[:ITEM]..., strace style:
+  read:error=EIO:sector=100-199    every host read touching device sectors 100..199
+  write:error=EIO:when=3+          the 3rd matching host write and every later one
+  write:error=ENOSPC:after=1M      host writes succeed until they wrote 1 MiB (a disk filling)
+  write:torn=512:when=7            the 7th write stops after 512 bytes, then fails (EIO)
+  write:crash:when=12              ubdsim stops right after the 12th write, as a SIGKILL
+                                   would (exit 137; the guest dies with it)
+  bitmap:error=EIO                 only the COW bitmap word write-backs (data: only data)
+when=N|N+|N..M|N+STEP counts the calls that match THIS spec (target, sector=, unit=N,
+file=cow|backing|raw), from 1, in ubdsim's order: one pwrite for a request's data, then
+one per span of its bitmap words (linux.uml writes each 4 KiB segment and its words in
+turn, so counts agree with the kernel's for one-page requests). Each fault is a `fault`
+record in --record/--trace; `ubdsim replay LOG --upto N` rebuilds the files a crash left.
+
 Tracer and guest are pinned to one CPU by default (a ptrace stop costs ~10 us then, ~95 us
 across CPUs); --no-pin lets the guest use every CPU.
 """
@@ -54,14 +73,15 @@ from typing import TextIO
 from ..errors import UsageError
 from ..explain.options import add_hint_options
 from ..fileio import open_log
-from ..lab.frontend import RECORD_KEYS, add_record_options
+from ..lab.frontend import RECORD_KEYS, add_record_options, check_inject
 from ..profiles import UnknownProfile, get_profile
 from .status import USAGE
 
 EPILOG = """exit status:
   the guest's own exit status; 128+N when signal N killed it or interrupted ubdsim
   (the whole guest tree is killed then); 1 when the units could not be set up at all;
-  2 for a usage error (e.g. no '--' before COMMAND)."""
+  2 for a usage error (e.g. no '--' before COMMAND, a bad --inject SPEC);
+  137 after an --inject ...:crash (ubdsim stopped as a SIGKILL would, the guest with it)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -132,6 +152,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         words, command = split_words(args.rest, args)
         profile = get_profile(args.kernel)
+        check_inject(args)
     except (UsageError, UnknownProfile) as err:
         print(f"ubdsim run: error: {err}", file=sys.stderr)
         return USAGE

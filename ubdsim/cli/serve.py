@@ -56,6 +56,12 @@ as it arrives; so a client that stops reading (or sending) holds about 1 MiB of 
 memory, not its whole request (up to 32 MiB, the advertised maximum block size).
 A zero-length read gets an empty successful reply (NBD_REPLY_TYPE_NONE with structured
 replies), as from qemu-nbd.
+
+A host read or write that fails (a full host disk, an --inject fault) is answered with the
+NBD error (ENOSPC for a full disk, else EIO mostly) and the server goes on; one line on
+stderr says so the first time each kind of failure happens. --inject SPEC (see `ubdsim run
+--help`) makes chosen host calls fail; after --inject ...:crash the server stops at once with
+exit status 137, as a SIGKILL would stop it.
 """
 from __future__ import annotations
 
@@ -66,12 +72,13 @@ import signal
 import sys
 
 from ..explain.options import add_hint_options
-from ..lab.frontend import add_record_options
+from ..errors import UsageError
+from ..lab.frontend import add_record_options, check_inject
 from ..nbd.exports import FLUSH_MODES, open_exports
 from ..nbd.server import NbdServer
 from ..profiles import DEFAULT_PROFILE, PROFILES, get_profile
 from .argtypes import int_range, port
-from .status import ERROR, INTERRUPTED, OK
+from .status import ERROR, INTERRUPTED, OK, USAGE
 
 DEFAULT_SOCKET = "ubdsim-nbd.sock"
 DEFAULT_MAX_CONNECTIONS = 16
@@ -168,6 +175,11 @@ def _stale_socket(path: str) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     profile = get_profile(args.kernel)
+    try:
+        check_inject(args)
+    except UsageError as err:
+        print(f"ubdsim serve: error: {err}", file=sys.stderr)
+        return USAGE
     opened = open_exports(args.words, profile, args.flush, _print_kernel, chain=args.chain,
                           hints=not args.quiet_hints, record=args, tool="ubdsim serve")
     try:

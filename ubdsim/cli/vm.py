@@ -23,6 +23,11 @@ A boot takes ~2 s of emulated time on this machine before the script starts.
 --chain is ubdsim's own option, not the kernel's (see `ubdsim run --help`): a unit's backing
 file that is itself a COW file is read as a read-only COW layer over its own backing file,
 recursively, instead of raw as UML reads it; writes go to the top COW file only.
+
+A host read or write that fails (a full host disk, an --inject fault) is an I/O error in the
+guest (its request fails with EIO, as a failed ubd request does under UML; the guest is never
+paused), and ubdsim prints one line on stderr the first time each kind of failure happens,
+e.g. `ubdsim: host write to cow.img failed: No space left on device (guest got EIO; ...)`.
 """
 from __future__ import annotations
 
@@ -32,14 +37,15 @@ import tempfile
 from pathlib import Path
 
 from ..explain.options import add_hint_options
-from ..lab.frontend import add_record_options
+from ..errors import UsageError
+from ..lab.frontend import add_record_options, check_inject
 from ..nbd.exports import FLUSH_MODES, open_exports
 from ..nbd.server import NbdServer, ServerThread
 from ..profiles import DEFAULT_PROFILE, PROFILES, get_profile
 from ..vm.image import guest_image, workload_initrd
 from ..vm.qemu import TIMEOUT_STATUS, Disk, GuestFailed, qemu_command, run_guest, write_console
 from .argtypes import positive_seconds
-from .status import ERROR
+from .status import ERROR, USAGE
 
 EPILOG = f"""exit status:
   N    the exit status of GUEST_SCRIPT inside the guest
@@ -47,6 +53,8 @@ EPILOG = f"""exit status:
        one line on stderr says which
   {TIMEOUT_STATUS}  --timeout expired (qemu was killed)
   130  interrupted (Ctrl-C); 128+N when qemu was killed by signal N
+  2    a usage error (a bad --inject SPEC)
+  137  after an --inject ...:crash: ubdsim stopped as a SIGKILL would (qemu dies with it)
 Every process ubdsim started (qemu, the NBD server) is stopped on every exit path."""
 
 
@@ -69,6 +77,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     profile = get_profile(args.kernel)
+    try:
+        check_inject(args)
+    except UsageError as err:
+        print(f"ubdsim vm: error: {err}", file=sys.stderr)
+        return USAGE
     script = Path(args.script).read_bytes()
     image = guest_image()
     opened = open_exports(args.words, profile, args.flush,
@@ -80,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
             return ERROR
         with tempfile.TemporaryDirectory(prefix="ubdsim-vm-") as scratch:
             socket_path = str(Path(scratch) / "nbd.sock")
-            server = ServerThread(NbdServer(opened.exports), socket_path)
+            server = ServerThread(NbdServer(opened.exports, client_error="guest got EIO"),
+                                  socket_path)
             try:
                 initrd = workload_initrd(image, script, Path(scratch) / "initrd")
                 disks = [Disk(e.name, e.device.readonly) for e in opened.exports]

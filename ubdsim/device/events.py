@@ -26,6 +26,7 @@ Kinds and their data (all offsets/lengths in bytes):
             unit's file, just after it returned (data area, bitmap words, raw file)
 - sync      file                             a host fsync of a unit's file (no profile does
             one; `serve --flush fsync` does)
+- fault     spec, call, host, file, file_offset, length, ...   a fault `--inject` made (lab/inject.py)
 """
 from __future__ import annotations
 
@@ -59,11 +60,12 @@ class EventBus:
     OPT_IN_KINDS, which go only to those that name them).
     """
 
-    __slots__ = ("_sinks", "active", "io_active")
+    __slots__ = ("_sinks", "active", "io_active", "injector")
 
     def __init__(self, *sinks: EventSink, kinds: frozenset[str] | set[str] | None = None) -> None:
         self._sinks: list[tuple[EventSink, frozenset[str] | None]] = []
         self.active = self.io_active = False
+        self.injector = None            # ubdsim.lab.inject.Injector: consulted before host calls
         for sink in sinks:
             self.subscribe(sink, kinds)
 

@@ -55,6 +55,33 @@ def pwrite_once(fd: int, data: bytes | memoryview, offset: int) -> None:
         raise OSError(28, "short write")  # ENOSPC is what a short pwrite nearly always means
 
 
+class PartialWrite(OSError):
+    """A data write that failed after `written` bytes reached the file."""
+
+    def __init__(self, code: int, text: str, written: int) -> None:
+        super().__init__(code, text)
+        self.written = written
+
+
+def pwrite_segments(fd: int, data: bytes | memoryview, offset: int, segment: int) -> None:
+    """do_io() REQ_OP_WRITE [6.1], one os_pwrite_file() per `segment` bytes, stopping at the
+    first that fails: ubdsim writes them in one call and, when the host writes less, asks
+    again for the rest to learn what the kernel's next segment would have got. A segment
+    written in part fails as a short write does (map_error() of the short count: EIO); one
+    that could not be written at all fails with the host's errno (ENOSPC, EIO...)."""
+    view = memoryview(data).cast("B")
+    done = 0
+    while True:
+        try:
+            done += os.pwrite(fd, view[done:], offset + done)
+        except OSError as err:
+            raise PartialWrite(err.errno or errno.EIO, err.strerror or "write failed", done) from None
+        if done == len(view):
+            return
+        if done % segment:
+            raise PartialWrite(errno.EIO, "short write", done)
+
+
 def data_extents(fd: int, start: int, end: int) -> list[tuple[int, int]]:
     """Allocated (data) extents of [start, end) as (offset, length), via SEEK_DATA/SEEK_HOLE."""
     return list(iter_extents(fd, start, end))

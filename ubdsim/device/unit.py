@@ -42,7 +42,7 @@ from ..profiles import Profile
 from .api import SECTOR_SIZE
 from .events import EventBus
 from .hostio import (FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, data_extents,
-                     fallocate, pread_full, pread_like_do_io, pwrite_once)
+                     fallocate, pread_full, pread_like_do_io, pwrite_once, pwrite_segments)
 
 if TYPE_CHECKING:
     from .chain import ChainStack
@@ -199,9 +199,11 @@ class Unit:
             plan.append((allocated, fd, start, file_offset, count * SECTOR_SIZE))
         parts = []
         for allocated, fd, start, file_offset, size in plan:
+            lower = not allocated and cow is not None and cow.lower is not None
+            if self.events.injector is not None and not lower:
+                self.events.injector.host_call(self, "read", fd, file_offset, size)
             try:
-                parts.append(cow.read_lower(size, file_offset)
-                             if not allocated and cow is not None and cow.lower is not None
+                parts.append(cow.read_lower(size, file_offset) if lower
                              else pread_full(fd, size, file_offset))
             except OSError as err:
                 raise DeviceIOError(f"read at {file_offset} failed: {err.strerror}",
@@ -276,13 +278,18 @@ class Unit:
         if not length:
             return
         geometry = self.cow.geometry
+        newly = self._clear_bits(offset // SECTOR_SIZE, length // SECTOR_SIZE)
         segments = self._cowify_request(offset, length)
-        self._pwrite(self.fd, data, geometry.data_offset + offset)
+        try:
+            self._pwrite(self.fd, data, geometry.data_offset + offset)
+        except DeviceIOError as err:
+            self._finish_failed(offset, data, segments, newly, err.written)
+            raise
         if self.events.io_active:
             self.events.emit("hostwrite", self.number, file=self.path,
                              file_offset=geometry.data_offset + offset, data=data)
         for file_offset, words in self._word_spans(segments):
-            self._pwrite(self.fd, words, file_offset)
+            self._pwrite(self.fd, words, file_offset, "bitmap")
             if self.events.io_active:
                 self.events.emit("hostwrite", self.number, file=self.path,
                                  file_offset=file_offset, data=words)
@@ -296,6 +303,38 @@ class Unit:
                     self.events.emit("bitmap", self.number,
                                      file_offset=geometry.bitmap_offset + index * word,
                                      length=2 * word, first_sector=start // SECTOR_SIZE)
+
+    def _finish_failed(self, offset: int, data: bytes | bytearray | memoryview,
+                       segments: list[tuple[int, int, int | None]], newly: int,
+                       written: int) -> None:
+        """A data write failed after `written` bytes: what the kernel's per-segment loop left.
+        io_thread() runs do_io() per segment and stops at the first failure; each segment
+        before it wrote its data and then update_bitmap() wrote its word pair as
+        cowify_bitmap() snapshotted it (this request's bits up to that segment; the later
+        ones, still clear then, are not in it). The in-memory bits all stay set, as the
+        kernel's do: a later write of the same words writes them to the file."""
+        geometry = self.cow.geometry
+        if written and self.events.io_active:
+            self.events.emit("hostwrite", self.number, file=self.path,
+                             file_offset=geometry.data_offset + offset,
+                             data=memoryview(data)[:written])
+        word = self.profile.device.bitmap_word
+        first_sector = offset // SECTOR_SIZE
+        memory = self.cow.bitmap_map
+        for start, size, index in segments:
+            end = (start + size) // SECTOR_SIZE
+            if (end - first_sector) * SECTOR_SIZE > written:
+                break
+            if index is None:
+                continue
+            later = (newly >> (end - first_sector)) << end      # by absolute sector
+            lo, hi = max(index, 0) * word, (index + 2) * word    # word -1 lies before the bitmap
+            words = int.from_bytes(memory[lo:hi], "little") & ~(later >> (lo * 8))
+            raw = bytes(lo - index * word) + words.to_bytes(hi - lo, "little")
+            self._pwrite(self.fd, raw, geometry.bitmap_offset + index * word, "bitmap")
+            if self.events.io_active:
+                self.events.emit("hostwrite", self.number, file=self.path,
+                                 file_offset=geometry.bitmap_offset + index * word, data=raw)
 
     def discard(self, offset: int, length: int) -> None:
         """REQ_OP_DISCARD [6.1]: punch the range (in the COW data area, setting the bits)."""
@@ -469,7 +508,7 @@ class Unit:
         """update_bitmap(): one pwrite of the two snapshotted words."""
         if segment.words_offset is None:
             return
-        self._pwrite(self.fd, segment.words, segment.words_offset)
+        self._pwrite(self.fd, segment.words, segment.words_offset, "bitmap")
         if self.events.io_active:
             self.events.emit("hostwrite", self.number, file=self.path,
                              file_offset=segment.words_offset, data=segment.words)
@@ -520,6 +559,8 @@ class Unit:
 
     def _pread(self, fd: int, length: int, offset: int) -> tuple[bytes, int]:
         """One run's read: (data, do_io()'s final `len`)."""
+        if self.events.injector is not None:
+            self.events.injector.host_call(self, "read", fd, offset, length)
         try:
             if self.profile.device.short_read_rereads:
                 return pread_like_do_io(fd, length, offset)
@@ -527,9 +568,18 @@ class Unit:
         except OSError as err:
             raise DeviceIOError(f"read at {offset} failed: {err.strerror}", errno=err.errno) from None
 
-    @staticmethod
-    def _pwrite(fd: int, data: bytes | memoryview, offset: int) -> None:
+    def _pwrite(self, fd: int, data: bytes | memoryview, offset: int, kind: str = "data") -> None:
+        """One host write; `kind` ("data" or "bitmap": the header/bitmap words) is what an
+        --inject spec (lab/inject.py) can single out. The injector, when there is one, sees
+        the call first: it may fail it, tear it or stop the world after it."""
+        if self.events.injector is not None:
+            self.events.injector.host_call(self, kind, fd, offset, data)
         try:
-            pwrite_once(fd, data, offset)
+            if kind == "data":
+                pwrite_segments(fd, data, offset, self.profile.device.segment_bytes)
+            else:
+                pwrite_once(fd, data, offset)
         except OSError as err:
-            raise DeviceIOError(f"write at {offset} failed: {err.strerror}", errno=err.errno) from None
+            failed = DeviceIOError(f"write at {offset} failed: {err.strerror}", errno=err.errno)
+            failed.written = getattr(err, "written", 0)
+            raise failed from None

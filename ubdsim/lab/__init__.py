@@ -12,4 +12,6 @@ have left (`crash`), builds the guest-visible device of each and runs the user's
 it. It only listens: the device model behaves the same with or without it, and a bus nobody
 asked to record keeps skipping its I/O events. Unit files are never opened for writing here,
 and never opened and closed while the device holds its fcntl locks on them (see `hostfiles`).
+Its one active part, `--inject SPEC` (`inject_spec`, `inject`), makes chosen host calls of the
+units fail, tear or stop the world, as the kernel's host would, and logs each fault.
 """

@@ -10,7 +10,8 @@ False and the device builds no I/O event. Otherwise it opens the log (a new or e
 an existing log is never truncated) and the trace file (appended to, like --log), both
 refused when they are one of the units' files (fileio.open_log over ops.unitfiles), starts
 the mark server and sets $UBDSIM_MARK for the guest (lab/marks.py), and subscribes one
-recorder that feeds both.
+recorder that feeds both. With --inject SPEC (lab/inject.py) it also puts an injector on the
+bus (check_inject() parses the SPECs first: call it before anything is opened).
 """
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ import os
 import sys
 from collections.abc import Callable, Iterable
 from typing import Any
+
+from .inject_spec import CRASH_STATUS
 
 TRACE_FORMATS = ("text", "jsonl")
 TERMINAL = ""          # --trace without FILE: the front end's own output (print_line)
@@ -51,19 +54,39 @@ def add_record_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trace-format", choices=TRACE_FORMATS, default="text",
                         help="text (default: for people) or jsonl (the log's records, no "
                              "payload bytes)")
+    parser.add_argument("--inject", action="append", default=None, metavar="SPEC",
+                        help="make chosen HOST calls of the units fail (repeatable), strace "
+                             "style: TARGET[:ITEM]... with TARGET read, write, data or bitmap "
+                             "and one of error=ERRNO, torn=BYTES, crash, narrowed by when=N|N+|"
+                             "N..M|N+STEP, sector=N[-M], after=SIZE, unit=N, file=cow|backing|"
+                             "raw; e.g. write:error=EIO:when=3+, read:error=EIO:sector=100-199, "
+                             "write:error=ENOSPC:after=1M, write:torn=512:when=7, "
+                             "bitmap:error=EIO. The guest gets the kernel's errno (EIO; ENOSPC "
+                             "for ENOSPC; see `ubdsim run --help`); crash "
+                             f"stops ubdsim right after that write (exit {CRASH_STATUS}, as a "
+                             "SIGKILL); each fault is a `fault` record in --record/--trace")
 
 
-RECORD_KEYS = ("record", "record_snapshot", "trace", "trace_format")
+RECORD_KEYS = ("record", "record_snapshot", "trace", "trace_format", "inject")
+
+
+def check_inject(args: argparse.Namespace) -> list:
+    """Parse args.inject (raises UsageError, one line, for a bad SPEC) into args.inject_specs:
+    call it before anything is opened, so a bad SPEC changes nothing."""
+    from .inject_spec import parse_specs
+    args.inject_specs = parse_specs(getattr(args, "inject", None))
+    return args.inject_specs
 
 
 class LabSession:
     """What attach() started: close() it after the disks are closed."""
 
     def __init__(self, recorder: Any = None, marks: Any = None,
-                 previous_env: str | None = None) -> None:
+                 previous_env: str | None = None, injector: Any = None) -> None:
         self.recorder = recorder
         self.marks = marks
         self._previous_env = previous_env
+        self.injector = injector
 
     @property
     def active(self) -> bool:
@@ -85,6 +108,9 @@ class LabSession:
         if self.recorder is not None:
             recorder, self.recorder = self.recorder, None
             recorder.close()
+        if self.injector is not None:
+            injector, self.injector = self.injector, None
+            injector.close()
 
 
 def attach(bus, args: argparse.Namespace, units: Iterable, print_line: Callable[[str], None],
@@ -102,8 +128,15 @@ def attach(bus, args: argparse.Namespace, units: Iterable, print_line: Callable[
     if getattr(args, "record_snapshot", False) and not record:
         from ..errors import UsageError
         raise UsageError("--record-snapshot needs --record LOG")
+    specs = getattr(args, "inject_specs", None)
+    if specs is None:
+        specs = check_inject(args)
+    injector = None
+    if specs:
+        from .inject import attach_injector
+        injector = attach_injector(bus, specs)
     if record is None and trace is None:
-        return LabSession()
+        return LabSession(injector=injector)
     from ..fileio import open_log
     from ..ops.unitfiles import unit_files
     from .marks import ENV, MarkServer
@@ -129,8 +162,12 @@ def attach(bus, args: argparse.Namespace, units: Iterable, print_line: Callable[
     except BaseException:
         if sink is not None:
             sink.close()
+        if injector is not None:
+            injector.close()
         raise
-    session = LabSession(recorder)
+    session = LabSession(recorder, injector=injector)
+    if injector is not None:
+        injector.before_crash.append(recorder.flush)
     try:
         server = MarkServer(recorder.mark)
     except OSError as err:
@@ -144,4 +181,5 @@ def attach(bus, args: argparse.Namespace, units: Iterable, print_line: Callable[
     return session
 
 
-__all__ = ["LabSession", "RECORD_KEYS", "TRACE_FORMATS", "add_record_options", "attach"]
+__all__ = ["LabSession", "RECORD_KEYS", "TRACE_FORMATS", "add_record_options", "attach",
+           "check_inject"]

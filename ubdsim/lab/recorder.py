@@ -34,7 +34,7 @@ HASH_HEX = 32        # request data hash: sha256, first 128 bits, hex
 # Every kind the recorder turns into a record (the opt-in `request` and `hostwrite` too).
 RECORDED_KINDS = frozenset({"message", "create", "switch", "resize", "open", "close", "request",
                             "hostwrite", "write", "bitmap", "read", "discard", "zeroes", "flush",
-                            "sync"})
+                            "sync", "fault"})
 
 
 def data_hash(data: bytes | memoryview) -> str:
@@ -240,6 +240,26 @@ class Recorder:
 
     def _on_sync(self, unit: int, d: dict) -> None:
         self._emit({"k": "sync", "u": unit, "f": self._file(d["file"])}, None)
+
+    def _on_fault(self, unit: int, d: dict) -> None:
+        """A fault --inject made (lab/inject.py), before the bytes a torn or crash write
+        left (their `hw` record follows for a torn write, precedes it for a crash)."""
+        record = {"k": "fault", "u": unit, "f": self._file(d["file"]), "spec": d["spec"],
+                  "call": d["call"], "kind": d["host"], "role": d["role"], "o": d["file_offset"],
+                  "len": d["length"], "s": d["first_sector"], "c": d["sectors"],
+                  "act": d["action"], "after": self.writes}
+        for key in ("errno", "guest_errno", "torn"):
+            if key in d:
+                record[key] = d[key]
+        self._emit(record, None)
+
+    def flush(self) -> None:
+        """Push what the sinks hold to their files now (before an injected crash)."""
+        with self._lock:
+            for sink in self.sinks:
+                flush = getattr(sink, "flush", None)
+                if flush is not None:
+                    flush()
 
     # -- marks and the end -----------------------------------------------------------------
     def mark(self, name: str) -> int:

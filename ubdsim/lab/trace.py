@@ -140,6 +140,10 @@ class TextRenderer:
             return f"{disk} host fsync {self.name(r['f'])}"
         if kind == "mark":
             return f"mark {r['name']} (after host write #{r['after']})"
+        if kind == "fault":
+            return (f"{disk} FAULT {r['act']} ({r['spec']}, call {r['call']}): {r['kind']} "
+                    f"{r['len']} bytes at {r['o']} of {self.name(r['f'])}"
+                    + (f", guest gets {r['guest_errno']}" if r.get("guest_errno") else ""))
         if kind == "end":
             return f"end: {r.get('writes')} host writes"
         return None

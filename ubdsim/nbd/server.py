@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
 import socket
 import struct
 import sys
@@ -36,7 +37,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from ..device.api import SECTOR_SIZE, BlockDevice
-from ..errors import UbdError
+from ..errors import DeviceIOError, UbdError
 from . import protocol as p
 
 MAX_OPTION_LENGTH = 64 * 1024
@@ -96,12 +97,48 @@ class RequestError(Exception):
         self.error = error
 
 
-def _device_errors(call: Callable[[], object]) -> object:
+class HostFailures:
+    """One stderr line the first time each export's host {read, write, ...} fails with an
+    errno (a full host disk, an --inject fault): the client only gets an NBD error, and the
+    guest of `ubdsim vm` only an EIO, so ubdsim says what happened on the host. Repeats of
+    the same failure are counted, not printed (a full disk fails every later write)."""
+
+    def __init__(self, log: Callable[[str], None], client: str | None = None) -> None:
+        self.log = log
+        self.client = client          # what the client sees, e.g. "guest got EIO"
+        self.seen: dict[tuple[str, str, int], int] = {}
+
+    def __call__(self, device: BlockDevice, op: str, err: Exception) -> None:
+        from ..fileio import shown
+        error = getattr(err, "errno", None) or errno.EIO
+        injected = str(err).startswith("injected fault")     # lab/inject.py's DeviceIOError
+        path = getattr(device, "path", "?")
+        key = (path, op, error)
+        self.seen[key] = self.seen.get(key, 0) + 1
+        if self.seen[key] > 1:
+            return
+        sees = self.client or f"client got NBD error {errno.errorcode.get(p.wire_errno(error), error)}"
+        where = "to" if op == "write" else "of"
+        self.log(f"ubdsim: host {op} {where} {shown(path)} failed: {os.strerror(error)}"
+                 f"{' (--inject)' if injected else ''} ({sees}; later failures like it are "
+                 "not shown)")
+
+
+def _device_errors(call: Callable[[], object],
+                   report: Callable[[Exception], None] | None = None) -> object:
+    """Run a device call; its error becomes the NBD error (the connection goes on). A host
+    failure (DeviceIOError, OSError) is also given to `report` (HostFailures)."""
     try:
         return call()
+    except DeviceIOError as err:
+        if report is not None:
+            report(err)
+        raise RequestError(p.wire_errno(err.errno)) from err
     except UbdError as err:
         raise RequestError(p.wire_errno(err.errno)) from err
     except OSError as err:
+        if report is not None:
+            report(err)
         raise RequestError(p.wire_errno(err.errno)) from err
 
 
@@ -121,13 +158,17 @@ class NbdServer:
     """Serves `exports` (by name; the first one is also the default export "")."""
 
     def __init__(self, exports: list[Export], log: Callable[[str], None] | None = None,
-                 block_status: bool = True, max_connections: int | None = None) -> None:
+                 block_status: bool = True, max_connections: int | None = None,
+                 client_error: str | None = None) -> None:
+        """`client_error`: what a client sees of a failed host call, for the one line
+        HostFailures prints (default: the NBD error sent)."""
         self.exports = {e.name: e for e in exports}
         self._by_name = {alias: e for e in exports for alias in e.aliases}
         self._by_name.update(self.exports)
         self.block_status = block_status      # offer the base:allocation context
         self.default = exports[0] if exports else None
         self.log = log or (lambda text: print(text, file=sys.stderr, flush=True))
+        self.host_failures = HostFailures(self.log, client_error)
         self._listener: socket.socket | None = None
         self._accepting: asyncio.Task | None = None
         self._connections: set[asyncio.Task] = set()
@@ -445,7 +486,8 @@ class NbdServer:
         end = offset + length
         for start, count in _pieces(offset, length):
             try:
-                data = _device_errors(lambda: read_bytes(device, start, count))
+                data = _device_errors(lambda: read_bytes(device, start, count),
+                                      lambda e: self.host_failures(device, "read", e))
             except RequestError as err:
                 self._send_error(wire, session, handle, err.error)
                 return
@@ -466,7 +508,8 @@ class NbdServer:
         """
         for start, count in _pieces(offset, length):
             try:
-                data = _device_errors(lambda: read_bytes(device, start, count))
+                data = _device_errors(lambda: read_bytes(device, start, count),
+                                      lambda e: self.host_failures(device, "read", e))
             except RequestError as err:
                 if start != offset:
                     raise ProtocolError(f"read error at byte {start} after the reply header "
@@ -497,7 +540,8 @@ class NbdServer:
             data = await wire.readexactly(count)
             if not error:
                 try:
-                    _device_errors(lambda: write_bytes(device, start, data))
+                    _device_errors(lambda: write_bytes(device, start, data),
+                                   lambda e: self.host_failures(device, "write", e))
                 except RequestError as err:
                     error = err.error
         if error:
@@ -536,7 +580,7 @@ class NbdServer:
         device = export.device
         _check_request(export, kind, offset, length)
         if kind == p.CMD_FLUSH:
-            _device_errors(export.flush)
+            _device_errors(export.flush, lambda e: self.host_failures(device, "flush", e))
         elif kind == p.CMD_TRIM:
             if not export.discard:
                 raise RequestError(errno.EINVAL)
@@ -544,9 +588,11 @@ class NbdServer:
             first = -(-offset // SECTOR_SIZE) * SECTOR_SIZE
             last = (offset + length) // SECTOR_SIZE * SECTOR_SIZE
             if last > first:
-                _device_errors(lambda: device.discard(first, last - first))
+                _device_errors(lambda: device.discard(first, last - first),
+                               lambda e: self.host_failures(device, "discard", e))
         elif kind == p.CMD_WRITE_ZEROES:
-            _device_errors(lambda: write_zeroes(export, offset, length))
+            _device_errors(lambda: write_zeroes(export, offset, length),
+                           lambda e: self.host_failures(device, "write", e))
         elif kind == p.CMD_BLOCK_STATUS:
             if not session.structured or META_CONTEXT_ID not in session.meta_ids or length == 0:
                 raise RequestError(errno.EINVAL)

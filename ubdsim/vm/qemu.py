@@ -7,6 +7,8 @@ Facts this relies on (guest-harness-notes.md "qemu guests over NBD", measured he
   (port 0xf4): qemu exits with (N << 1) | 1. With `panic=-1 -no-reboot` a kernel panic exits
   qemu with 0 and no status line, so BOTH are required before N is believed.
 - qemu never sends NBD_CMD_DISC when it exits that way; the server treats EOF as a disconnect.
+- An NBD error reply reaches the guest as a virtio-blk I/O error (werror/rerror=report): the
+  guest's request fails with EIO, whatever the host errno was.
 Cleanup: qemu runs in its own session (a terminal's Ctrl-C reaches only ubdsim, which then
 stops qemu itself) under `setpriv --pdeathsig KILL` (if ubdsim itself is SIGKILLed, the
 kernel kills qemu), and every exit path of `run_guest` kills and reaps it.
@@ -48,8 +50,12 @@ def qemu_command(vmlinux: Path, initrd: Path, socket_path: str, disks: list[Disk
     for disk in disks:
         node = {"driver": "nbd", "node-name": f"n_{disk.name}", "export": disk.name,
                 "server": {"type": "unix", "path": socket_path}, "read-only": disk.readonly}
+        # werror/rerror=report: a failed host write or read (NBD error) becomes an I/O error
+        # in the guest, as a ubd request's error does under UML; qemu's default (enospc for
+        # writes) pauses the whole guest on ENOSPC until someone resumes it.
         command += ["-blockdev", json.dumps(node),
-                    "-device", f"virtio-blk-pci,drive=n_{disk.name},serial={disk.name}"]
+                    "-device", f"virtio-blk-pci,drive=n_{disk.name},serial={disk.name},"
+                               "werror=report,rerror=report"]
     return command
 
 
