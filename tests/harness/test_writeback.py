@@ -105,3 +105,9 @@ def test_full_disk_kernel_lines_match(full_disk):
     assert any("lost async page write" in line for line in expected), uml.kernel_log[-3000:]
     assert _error_lines(sim.kernel_log) == expected
 
+
+
+def test_full_disk_cow_bitmap_matches(full_disk):
+    """The data lost in write-back is random bytes; the bitmaps (what landed) must agree."""
+    (_, (uml_bitmap, _)), (_, (sim_bitmap, _)) = full_disk
+    assert sim_bitmap == uml_bitmap

@@ -88,7 +88,7 @@ def do_read(h, tid: int, of: OpenFile, pos: int, segments: Segments) -> Result:
     while done < n:
         step = min(n - done, pagecache.CHUNK)
         if cache is None:
-            data = pagecache.read(of.unit.device, pos + done, step)
+            data = direct_read(h, of.unit, pos + done, step)
         else:
             data = cache.read(of.unit.device, of.readahead, pos + done, step, pos + n)
         view, at = memoryview(data), 0
@@ -173,6 +173,26 @@ def do_write(h, tid: int, of: OpenFile, pos: int, segments: Segments) -> Result:
         if err:
             return Fail(err)
     return Emulated(done)
+
+
+def direct_read(h, unit, pos: int, length: int) -> bytes:
+    """blkdev_direct_IO() for a read [6.1]: the bio split at the unit's max_sectors; each
+    failed request prints blk_print_req_error()'s line (op READ, REQ_SYNC: measured with
+    linux.uml and a failing host pread), and the read fails with the first errno."""
+    step = unit.max_sectors * pagecache.SECTOR_SIZE
+    parts, failure = [], None
+    for at in range(0, length, step):
+        n = min(step, length - at)
+        try:
+            parts.append(pagecache.read(unit.device, pos + at, n))
+        except UbdError as err:
+            h.block_log.request_error(unit, err.errno or errno.EIO,
+                                      (pos + at) // pagecache.SECTOR_SIZE, 0,
+                                      writeback.REQ_SYNC, -(-n // pagecache.PAGE_SIZE))
+            failure = failure or err
+    if failure is not None:
+        raise failure
+    return b"".join(parts)
 
 
 def direct_write(h, unit, pos: int, data: bytes) -> None:
