@@ -44,7 +44,7 @@ def test_each_record_says_what_the_driver_and_the_host_did(tmp_path, monkeypatch
                      kernel="6.1")
     assert bus.io_active and os.environ["UBDSIM_MARK"] == session.mark_path
     with open_unit(spec, P61, bus) as unit:
-        unit.write(0, b"\x11" * 8192)            # two segments, one bitmap span
+        unit.write(0, b"\x11" * 8192)            # two segments, each data then its words
         unit.write(512, b"\x22" * 512)           # bit set already: data only
         session.recorder.mark("middle")
         unit.read(0, 1024)
@@ -54,23 +54,26 @@ def test_each_record_says_what_the_driver_and_the_host_did(tmp_path, monkeypatch
     assert "UBDSIM_MARK" not in os.environ
     with read_log(str(tmp_path / "L")) as log:
         kinds = [r["k"] for r in log.records]
+        # do_io() per segment while the lab listens: data, then update_bitmap()'s words
         assert kinds == ["msg", "content", "open",
-                         "req", "hw", "hw", "seg", "bitmap", "seg", "bitmap",
+                         "req", "hw", "seg", "hw", "bitmap", "hw", "seg", "hw", "bitmap",
                          "req", "hw", "seg",
                          "mark",
                          "req", "read",
                          "req", "hf", "hw", "bitmap",
                          "flush", "close", "end"]
-        data, bits = log.records[4], log.records[5]
-        assert (data["o"], data["why"], bytes(log.payload(data))) == (12288, "data", b"\x11" * 8192)
+        data, bits = log.records[4], log.records[6]
+        assert (data["o"], data["why"], bytes(log.payload(data))) == (12288, "data", b"\x11" * 4096)
         assert (bits["o"], bits["why"], bits["n"]) == (8192, "bitmap", 16)
-        assert bytes(log.payload(bits))[:2] == b"\xff\xff"
-        assert log.records[13] == {"k": "mark", "name": "middle", "after": 4}
-        punch = log.records[17]
+        assert bytes(log.payload(bits))[:2] == b"\xff\x00"     # cowify_bitmap()'s snapshot
+        assert bytes(log.payload(log.records[10]))[:2] == b"\xff\xff"
+        assert log.records[15] == {"k": "mark", "name": "middle", "after": 6}
+        punch = log.records[19]
         assert (punch["op"], punch["o"], punch["len"]) == ("punch", 12288 + 65536, 512)
-        assert log.records[18]["o"] == 8192 + 16                          # words 2-3
-    assert lines[-1] == "end: 6 host writes"
-    assert "ubda write 0+16 sectors -> #2 c.cow pwrite 12288+8192 (data); #3 pwrite 8192+16 " \
+        assert log.records[20]["o"] == 8192 + 16                          # words 2-3
+    assert lines[-1] == "end: 8 host writes"
+    assert "ubda write 0+16 sectors -> #2 c.cow pwrite 12288+4096 (data); #3 pwrite 8192+16 " \
+           "(bitmap words 0-1); #4 pwrite 16384+4096 (data); #5 pwrite 8192+16 " \
            "(bitmap words 0-1) [2 segments]" in lines
     assert "ubda read 0+2 sectors <- c.cow 12288+1024" in lines
 

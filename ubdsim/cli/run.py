@@ -56,9 +56,8 @@ fsync), as the kernel's page cache does. SPEC is TARGET[:ITEM]..., strace style:
                                    would (exit 137; the guest dies with it)
   bitmap:error=EIO                 only the COW bitmap word write-backs (data: only data)
 when=N|N+|N..M|N+STEP counts the calls that match THIS spec (target, sector=, unit=N,
-file=cow|backing|raw), from 1, in ubdsim's order: one pwrite for a request's data, then
-one per span of its bitmap words (linux.uml writes each 4 KiB segment and its words in
-turn, so counts agree with the kernel's for one-page requests). Each fault is a `fault`
+file=cow|backing|raw), from 1, in the kernel's order: a COW unit's request writes each
+4 KiB segment's data and then its bitmap words, as linux.uml does. Each fault is a `fault`
 record in --record/--trace; `ubdsim replay LOG --upto N` rebuilds the files a crash left.
 
 Tracer and guest are pinned to one CPU by default (a ptrace stop costs ~10 us then, ~95 us

@@ -277,6 +277,9 @@ class Unit:
             return
         if not length:
             return
+        if self.events.io_active or self.events.injector is not None:
+            self._write_segments(offset, data)
+            return
         geometry = self.cow.geometry
         newly = self._clear_bits(offset // SECTOR_SIZE, length // SECTOR_SIZE)
         segments = self._cowify_request(offset, length)
@@ -303,6 +306,41 @@ class Unit:
                     self.events.emit("bitmap", self.number,
                                      file_offset=geometry.bitmap_offset + index * word,
                                      length=2 * word, first_sector=start // SECTOR_SIZE)
+
+    def _write_segments(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+        """The kernel's own host calls, in its order, for while the lab records or injects:
+        ubd_map_req() cowifies every segment of a request (setting its bits and snapshotting
+        its word pair, cowify_bitmap()), then io_thread() runs do_io() per segment: its data
+        pwrite, then update_bitmap()'s pwrite of that snapshot, stopping at the first failure
+        (the request's later bits stay set in memory). So every state a crash can leave
+        inside a multi-segment request is in the log, and --inject counts calls as the
+        kernel makes them. The files end the same as after write()'s two-step path."""
+        rules = self.profile.device
+        step = rules.cow_request_sectors * SECTOR_SIZE if rules.cow_request_sectors else len(data)
+        data_offset = self.cow.geometry.data_offset
+        view = memoryview(data).cast("B")
+        end = offset + len(view)
+        for request in range(offset, end, step):
+            request_end = min(request + step, end)
+            segments = [self._cowify(start, min(rules.segment_bytes, request_end - start))
+                        for start in range(request, request_end, rules.segment_bytes)]
+            for segment in segments:
+                piece = view[segment.offset - offset:segment.offset - offset + segment.length]
+                try:
+                    self._pwrite(self.fd, piece, data_offset + segment.offset)
+                except DeviceIOError as err:
+                    if err.written and self.events.io_active:
+                        self.events.emit("hostwrite", self.number, file=self.path,
+                                         file_offset=data_offset + segment.offset,
+                                         data=piece[:err.written])
+                    raise
+                if self.events.io_active:
+                    self.events.emit("hostwrite", self.number, file=self.path,
+                                     file_offset=data_offset + segment.offset, data=piece)
+                    self.events.emit("write", self.number, target="cow", offset=segment.offset,
+                                     file_offset=data_offset + segment.offset,
+                                     length=segment.length)
+                self._write_back(segment)
 
     def _finish_failed(self, offset: int, data: bytes | bytearray | memoryview,
                        segments: list[tuple[int, int, int | None]], newly: int,

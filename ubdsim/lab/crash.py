@@ -5,11 +5,11 @@ next boot would read them. Two models, with their choices named:
 
 process (default): ubdsim (or UML) dies; the host kernel keeps every write that completed.
   The states are the prefixes of the log's host writes: the files after the first p host
-  writes, for every crash point p. Under `ubdsim run` every guest request is one data pwrite
-  and then its bitmap pwrites, so the points include every request boundary and the moment
-  inside a request between its data write and its bitmap write (data without its bit).
-  ubdsim writes a request's data in one pwrite where the kernel writes it segment by
-  segment (device/unit.py): the states inside a multi-segment request are ubdsim's.
+  writes, for every crash point p. While the lab records, a COW unit's request makes the
+  kernel's own host calls (device/unit.py _write_segments(): each 4 KiB segment's data, then
+  its bitmap words, as do_io() and update_bitmap() [6.1]), so the points include every
+  request boundary and every state inside a multi-segment request, data without its bit
+  among them. The guest's dirty pages are not host writes: a crash loses them.
 
 power: the host loses power; writes since the last host sync of their file may be lost.
   A write is durable when its file was opened O_SYNC (flag s) or fsynced after it (no

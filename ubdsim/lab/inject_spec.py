@@ -8,9 +8,9 @@
 TARGET picks the unit's HOST calls (never the guest's own syscalls): `read` every pread of a
 unit's COW, backing or raw file; `write` every pwrite; `data` the pwrites of guest data (a
 COW file's data area, a raw file); `bitmap` only the pwrites of a COW file's bitmap words.
-Matching calls are counted per SPEC, from 1, in the order ubdsim makes them (ubdsim writes a
-request's data in one pwrite and then its bitmap words, where linux.uml writes each 4 KiB
-segment and its words in turn: counts agree for requests of one segment).
+Matching calls are counted per SPEC, from 1, in the order ubdsim makes them, which under
+--inject is the kernel's: a COW unit's request writes each 4 KiB segment's data and then its
+bitmap words (do_io(), update_bitmap()), as linux.uml does (device/unit.py _write_segments()).
 when=N the Nth matching call; N+ the Nth and every later one; N..M the Nth to the Mth;
 N+S the Nth, N+S-th, N+2S-th... (N..M+S too); default: every matching call.
 sector=N or N-M (inclusive): only calls touching those device sectors (a bitmap write
