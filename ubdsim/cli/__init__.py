@@ -41,6 +41,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "replay": ("ubdsim.cli.replay", "rebuild the files of a recorded run as they were at any point"),
     "crash": ("ubdsim.cli.crash", "check every crash state of a recorded run with a command"),
     "mark": ("ubdsim.cli.mark", "set a mark in the lab log of the run this guest is part of"),
+    "repro": ("ubdsim.cli.repro", "reproduce a COW corruption scenario: the damage, why, and the safe way"),
 }
 
 

@@ -1,0 +1,1 @@
+"""The scenarios, one module each (`SCENARIO = Scenario(...)`), listed in file-name order."""
