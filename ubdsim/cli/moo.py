@@ -15,7 +15,9 @@ fcntl-locked, as a running UML kernel does; an existing NEWFILE unless -f.
 Unlike uml_moo:
 - a final partial sector is kept (uml_moo cuts a 4194404-byte image to 4194304 bytes);
 - NEWFILE is written under a temporary name, sparse (holes of the backing file and zero blocks
-  are not written), fsynced and renamed into place: a crash leaves no half image behind;
+  are not written), fsynced and renamed into place: a crash leaves no half image behind; the
+  host kernel does the copying (copy_file_range: a reflink where the file system shares
+  extents; scripts/bench_moo.py times it against uml_moo);
 - -d writes only the sectors marked in the COW file, and is safe to re-run after a crash:
   a journal (.COW.ubdsim-merge next to the COW file) is fsynced before the first write and
   removed after the final fsync; a re-run that finds it accepts the backing file's changed

@@ -26,6 +26,12 @@ def as_array(buf: Buffer) -> np.ndarray:
     return np.frombuffer(buf, dtype=np.uint8)
 
 
+def any_set(buf: Buffer) -> bool:
+    """Is any byte non-zero? (max() is numpy's fastest reduction over bytes, 3-4x any().)"""
+    array = as_array(buf)
+    return bool(len(array) and array.max())
+
+
 def test_bit(buf: Buffer, sector: int) -> bool:
     return bool((as_array(buf)[sector >> 3] >> (sector & 7)) & 1)
 
@@ -40,6 +46,13 @@ def _bits(array: np.ndarray, start: int, count: int) -> np.ndarray:
     if len(bits) < count:
         bits = np.concatenate([bits, np.zeros(count - len(bits), dtype=np.uint8)])
     return bits
+
+
+def unpack(buf: Buffer, start: int, count: int) -> np.ndarray:
+    """Bits [start, start+count) as a bool array, one per sector (bits past the buffer: False).
+
+    The merge's fast path works on whole windows of sectors at once with this."""
+    return _bits(as_array(buf), start, count).view(np.bool_)
 
 
 def iter_runs(buf: Buffer, start: int, count: int, chunk_bits: int = CHUNK_BITS
@@ -118,6 +131,7 @@ class MappedRegion:
 
     def __init__(self, fd: int, offset: int, length: int, writable: bool) -> None:
         self.length = length
+        self._lead = 0
         self._map: mmap.mmap | None = None
         if length == 0:
             self.array = np.zeros(0, dtype=np.uint8)
@@ -128,8 +142,23 @@ class MappedRegion:
         if offset + length > file_len:
             raise ValueError(f"region {offset}+{length} runs past the end of the file ({file_len})")
         access = mmap.ACCESS_WRITE if writable else mmap.ACCESS_READ
+        self._lead = lead
         self._map = mmap.mmap(fd, lead + length, access=access, offset=page_start)
         self.array = np.frombuffer(self._map, dtype=np.uint8, count=length, offset=lead)
+
+    def release(self, start: int, end: int) -> None:
+        """Give back the memory of the whole pages within array[start:end] (MADV_DONTNEED).
+
+        A shared file map loses nothing by it (the page cache keeps the bytes, dirty ones
+        included, and a later read faults them back in); a scan over a large bitmap whose
+        bytes are data (zeros written, not holes) so keeps its resident set to one chunk."""
+        if self._map is None:
+            return
+        page = mmap.PAGESIZE
+        first = -(-(self._lead + start) // page) * page
+        last = (self._lead + min(end, self.length)) // page * page
+        if last > first:
+            self._map.madvise(mmap.MADV_DONTNEED, first, last - first)
 
     def flush(self) -> None:
         if self._map is not None:

@@ -139,12 +139,10 @@ class CowImage:
         for byte_start, byte_end in self.bitmap_data_ranges(first >> 3, (limit + 7) >> 3):
             for chunk in range(byte_start, byte_end, scan_bytes):
                 chunk_end = min(chunk + scan_bytes, byte_end)
-                if not array[chunk:chunk_end].any():
-                    continue
                 lo, hi = max(chunk * 8, first), min(chunk_end * 8, limit)
-                if lo >= hi:
-                    continue
-                for allocated, start, count in bm.iter_runs(array, lo, hi - lo, chunk_bits=max(8, scan_bytes * 8)):
+                runs = bm.iter_runs(array, lo, hi - lo, chunk_bits=max(8, scan_bytes * 8)) \
+                    if lo < hi and bm.any_set(array[chunk:chunk_end]) else ()
+                for allocated, start, count in runs:
                     if not allocated:
                         continue
                     if pending is not None and pending[0] + pending[1] == start:
@@ -153,11 +151,23 @@ class CowImage:
                     if pending is not None:
                         yield pending
                     pending = (start, count)
+                self._region.release(chunk, chunk_end)    # a dense bitmap: one chunk resident
         if pending is not None:
             yield pending
 
     def count_marked(self, limit: int | None = None) -> int:
-        return sum(count for _, count in self.marked_runs(limit=limit))
+        """Set bits among sectors [0, limit) (default: those with a bit), counted with numpy
+        over the bitmap's data extents only: no run is built."""
+        limit = self.covered_sectors if limit is None else min(limit, self.geometry.bitmap_len * 8)
+        array = self.bitmap
+        total = 0
+        for lo, hi in self.bitmap_data_ranges(0, (limit + 7) >> 3):
+            for chunk in range(lo, hi, BITMAP_SCAN_BYTES):
+                chunk_end = min(chunk + BITMAP_SCAN_BYTES, hi)
+                if bm.any_set(array[chunk:chunk_end]):
+                    total += bm.count_set(array[chunk:chunk_end], min(chunk_end * 8, limit) - chunk * 8)
+                self._region.release(chunk, chunk_end)
+        return total
 
     def bits_past_end(self) -> int:
         """Set bits for sectors that do not exist (between `sectors` and the bitmap's end)."""

@@ -28,7 +28,12 @@ def fsync_directory(directory: bytes | str) -> None:
 
 
 def copy_range(src: int, dst: int, length: int, src_offset: int, dst_offset: int) -> None:
-    """copy_file_range() (a reflink where the filesystem shares extents), pread/pwrite else."""
+    """copy_file_range(), pread/pwrite where the kernel cannot (across file systems, a device).
+
+    Within one file system the kernel (5.3 on) first tries the file system's remap, the same
+    call FICLONERANGE makes: on XFS or btrfs aligned ranges become shared extents (a reflink),
+    elsewhere (ext4, tmpfs) the pages are copied inside the kernel, never through user space.
+    So no separate FICLONERANGE attempt is made here."""
     while length:
         try:
             done = os.copy_file_range(src, dst, length, src_offset, dst_offset)

@@ -5,9 +5,10 @@ ubdsim does instead:
 - It merges `size / sectorsize` sectors: a final partial sector is dropped (a 4194404-byte
   backing file becomes a 4194304-byte image). ubdsim merges every byte of `size`.
 - It copies one 512-byte sector per pread/pwrite and writes the new file through creat()
-  in place (a crash leaves half an image under the final name). ubdsim copies in chunks,
-  reads only the backing file's data extents and the bitmap's data extents, writes only
-  non-zero blocks (the new file is sparse), fsyncs, and renames into place atomically.
+  in place (a crash leaves half an image under the final name). ubdsim has the host kernel
+  copy (copy_file_range, ops/merge_fast.py), visits only the backing file's data extents and
+  the bitmap's data extents, writes only non-zero blocks (the new file is sparse, with the
+  holes uml_moo's output has), fsyncs, and renames into place atomically.
 - It tests bits as 64-bit words of a malloc'ed bitmap of exactly `bitmap_len` bytes: with
   the V1/V2 rounding bug the bits of the last `sectors % 8` sectors are read from past the
   buffer (heap bytes). ubdsim reads those sectors from the backing file, as the kernel's
@@ -56,10 +57,10 @@ from ..fileio import (create_private, fsync_directory, new_file_beside, open_dis
 from ..cow.image import CHUNK_BYTES, CowImage, data_extents, merge_intervals, read_fully
 from ..errors import (BackingError, BackingMissing, DeviceIOError, MtimeMismatch, RefusedFile,
                       SizeMismatch, UbdError)
+from . import merge_fast
+from .merge_fast import ZERO_BLOCK
 from .inspect import backing_identity, files_in, peek_cow
 from .locks import lock_file, refuse_if_locked
-
-ZERO_BLOCK = 4096                # granularity of holes left in the new file
 
 Progress = Callable[[int, int], None]
 
@@ -235,9 +236,10 @@ def write_nonzero(fd: int, data: memoryview, offset: int, block: int = ZERO_BLOC
 
 
 
-def _marked_byte_ranges(image: CowImage):
+def _marked_byte_ranges(image: CowImage, first: int = 0) -> Iterator[tuple[int, int]]:
+    """Device byte ranges of the marked sectors from sector `first` on."""
     ss, size = image.geometry.sectorsize, image.geometry.size
-    for start, count in image.marked_runs():
+    for start, count in image.marked_runs(first):
         yield start * ss, min((start + count) * ss, size)
 
 
@@ -257,8 +259,14 @@ def merge_new(cow: str, output: str, *, backing: str | None = None, force: bool 
             written = 0
             with named_write_errors(output), \
                     new_file_beside(output, exclusive=False) as ofd:
+                exact_from = 0           # the fast path's end: the exact loop does the rest
+                if merge_fast.fits(image, bfd):
+                    exact_from = merge_fast.mapped_end(image, backing_bytes)
+                    written += merge_fast.copy_merged(image, bfd, ofd, exact_from, progress)
                 buf = memoryview(bytearray(chunk_bytes))
-                extents = merge_intervals(data_extents(bfd, 0, size), _marked_byte_ranges(image))
+                extents = merge_intervals(
+                    data_extents(bfd, exact_from, size),
+                    _marked_byte_ranges(image, exact_from // image.geometry.sectorsize))
                 for lo, hi in extents:
                     for offset in range(lo, hi, chunk_bytes):
                         n = min(chunk_bytes, hi - offset)
