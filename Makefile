@@ -18,8 +18,11 @@ FUZZ_ARGS ?= --seed long --count 200
 fuzz: setup
 	$(PY) -m kernel_ref fuzz $(FUZZ_ARGS)
 
+# Every benchmark side by side with its anchor, one table (+ bench-results/*.json).
+# BENCH_ARGS="--repeat 3 --only moo,large" to change it.
+BENCH_ARGS ?=
 bench: setup
-	@for b in scripts/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	@$(PY) scripts/bench_table.py $(BENCH_ARGS)
 
 clean:
 	rm -rf .venv build demo-out .pytest_cache .hypothesis

@@ -17,6 +17,7 @@ state's device and copying it for the checker. The machine may be shared: run it
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import subprocess
@@ -67,7 +68,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("--dir", default=None, help="where the work files go (default: $TMPDIR)")
     parser.add_argument("--jobs", default="1,2", help="comma-separated --jobs values")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON rows")
     args = parser.parse_args()
+    if args.json:                       # the human lines go to stderr, the rows to stdout
+        with contextlib.redirect_stdout(sys.stderr):
+            results = measure(args)
+        return json_rows(results)
+    measure(args)
+    return 0
+
+
+def measure(args: argparse.Namespace) -> list[tuple[str, int, object]]:
+    """The runs below, printed as they finish; returns (label, jobs, result) of each."""
+    results = []
     work = tempfile.mkdtemp(prefix="bench-crash-", dir=args.dir)
     try:
         path = record(work)
@@ -84,6 +97,7 @@ def main() -> int:
                                                                     "points": "marks",
                                                                     "max_states": 100000})):
                         r = crash(log, CHECK, jobs=jobs, **options)
+                        results.append((label, jobs, r))
                         print(f"  {label:<20} jobs {jobs}: {r.states:5d} states, {r.checked:4d} "
                               f"checked, {len(r.failed):4d} failed, {r.elapsed:5.2f} s, "
                               f"{r.per_second:6.1f} crash states checked per second")
@@ -91,6 +105,15 @@ def main() -> int:
             os.chdir(cwd)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    return results
+
+
+def json_rows(results: list[tuple[str, int, object]]) -> int:
+    """--json (scripts/bench_table.py): the figures above as bench_rows rows (no anchor: no
+    other tool enumerates crash states)."""
+    from bench_rows import print_rows, row
+    print_rows([row(f"crash {label}, jobs {jobs}", "checks/s", round(r.per_second, 1), None,
+                    "-", "higher") for label, jobs, r in results])
     return 0
 
 

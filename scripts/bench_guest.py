@@ -105,6 +105,7 @@ def main() -> int:
     ap.add_argument("--small-mib", type=int, default=32, help="MiB moved by the 4 KiB runs")
     ap.add_argument("--big-mib", type=int, default=256, help="MiB moved by the 1 MiB runs")
     ap.add_argument("--keep", metavar="DIR", help="work in DIR and keep it")
+    ap.add_argument("--json", action="store_true", help="print the figures as JSON rows")
     args = ap.parse_args()
     try:
         fix = launcher.require_kernel()
@@ -132,6 +133,8 @@ def main() -> int:
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
+    if args.json:
+        return json_rows(uml, sim, native, native_call, passthrough, emulated)
     print(f"linux.uml: {fix.describe()}; empty boot {boot_seconds:.2f} s (median of 5)")
     print(f"{'workload':18} {'linux.uml':>10} {'ubdsim':>10} {'native':>10} {'ubdsim/uml':>11}")
     for (name, _), u, s, n in zip(WORKLOADS, uml, sim, native):
@@ -142,6 +145,23 @@ def main() -> int:
     print(f"total {time.time() - started:.0f} s; load average (1/5/15 min) before "
           f"{'/'.join(f'{x:.2f}' for x in load_before)}, after "
           f"{'/'.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
+    return 0 if len(uml) == len(sim) == len(native) == len(WORKLOADS) else 1
+
+
+def json_rows(uml: list[float], sim: list[float], native: list[float], native_call: float,
+              passthrough: float, emulated: float) -> int:
+    """--json (scripts/bench_table.py): the figures above as bench_rows rows."""
+    from bench_rows import print_rows, row
+    rows = []
+    for (name, _), u, s, n in zip(WORKLOADS, uml, sim, native):
+        rows.append(row(f"guest {name}", "MB/s", round(s, 1), round(u, 1), "linux.uml", "higher"))
+        rows.append(row(f"guest {name}", "MB/s", round(s, 1), round(n, 1), "plain host dd",
+                        "higher"))
+    rows.append(row("ptrace stop, passed through", "us", round(passthrough, 2),
+                    round(native_call, 2), "plain host lseek", "lower"))
+    rows.append(row("ptrace stop, emulated", "us", round(emulated, 2), round(native_call, 2),
+                    "plain host lseek", "lower"))
+    print_rows(rows)
     return 0 if len(uml) == len(sim) == len(native) == len(WORKLOADS) else 1
 
 

@@ -106,11 +106,21 @@ def main() -> int:
         script.write_text(WORKLOAD)
         ours = through_ubdsim(scratch, backing, script)
         theirs = through_qemu_nbd(scratch, backing, script)
+    if "--json" in sys.argv[1:]:
+        return json_rows(ours, theirs)
     print(f"guest dd bs=1M O_DIRECT, {SIZE_MIB} MiB, qemu TCG guest over NBD (unix socket)")
     print(f"{'':10}{'ubdsim serve':>14}{'qemu-nbd':>12}{'ratio':>8}")
     for kind in ("write", "read"):
         print(f"{kind:10}{ours[kind]:>9.0f} MiB/s{theirs[kind]:>7.0f} MiB/s"
               f"{ours[kind] / theirs[kind]:>8.2f}")
+    return 0
+
+
+def json_rows(ours: dict[str, float], theirs: dict[str, float]) -> int:
+    """--json (scripts/bench_table.py): the figures above as bench_rows rows."""
+    from bench_rows import print_rows, row
+    print_rows([row(f"nbd dd 1M direct {kind}, {SIZE_MIB} MiB", "MiB/s", round(ours[kind], 1),
+                    round(theirs[kind], 1), "qemu-nbd", "higher") for kind in ("write", "read")])
     return 0
 
 
