@@ -24,14 +24,19 @@ From: block/fops.c blkdev_read_iter()/blkdev_write_iter() [6.1], fs/read_write.c
 from __future__ import annotations
 
 import errno
+import fcntl
+import os
 import struct
 import time
 
+from ...device.unit import Unit as DeviceUnit
 from ...errors import UbdError
 from .. import pagecache, writeback
 from ..fdstate import OpenFile
+from ..transport.bpf import NR_PLANT, PLANT_MAGIC
 from .files import _int32, _signed
-from .result import PASS, Emulated, Fail, Result
+from .numbers import number
+from .result import PASS, Emulated, Fail, NeedsExit, Result
 
 IOV_MAX = 1024
 Segments = list[tuple[int, int]]
@@ -228,7 +233,191 @@ def fsync_range(h, of: OpenFile, first: int, last: int) -> int:
     return 0
 
 
-def _positioned(h, tid, fd: int, offset: int | None, segments_of, writing: bool) -> Result:
+# --- the fast path ------------------------------------------------------------------------
+#
+# An O_DIRECT read or write of one buffer that lies wholly in ONE host file range is
+# rewritten into pread64/pwrite64 on a descriptor of that host file planted in the guest
+# process (transport/notify.py), at the translated offset: the host kernel moves the bytes
+# between the file and guest memory, with no copy through ubdsim. The ranges:
+# - a raw unit: the file at the same offset;
+# - a COW unit, every sector of the range set in the bitmap: the COW file at
+#   data_offset + offset (a write changes no bit, so the kernel writes no bitmap word);
+# - a COW unit, a write with some bits clear: the data to the COW file the same way, then,
+#   at the syscall exit, the bitmap exactly as Unit.write() updates it (cowify per request
+#   of max_sectors, as direct_write() cuts them; data before bits);
+# - a COW unit, a read with every bit clear and no --chain lower layer: the backing file at
+#   offset.
+# It is never taken where it could change what anyone sees: buffered I/O, O_SYNC, vectored
+# calls, misaligned O_DIRECT (EINVAL), ranges past the device's end, reads past the host
+# file's end (6.1's short-read re-read), dirty pages or a pending AS_EIO/AS_ENOSPC on the
+# unit, a read-only unit, lab recording, tracing or injection on the unit's bus. A call the
+# host does not complete in full (error, short count, signal) is served again by the exact
+# path at its syscall exit: the bytes in guest memory are unchanged, the range is one host
+# file, so the exact path rewrites what the host wrote with the same bytes and answers
+# what it always answers. UBDSIM_EXACT_IO=1 turns the fast path off (the differential test).
+
+EXACT_IO = os.environ.get("UBDSIM_EXACT_IO") == "1"
+NR_PREAD64, NR_PWRITE64 = number("pread64"), number("pwrite64")
+PLANT_TOP = 1023                 # planted descriptors count down from here (RLIMIT_NOFILE 1024)
+_PLANT_TRIES = 2
+_REGS = ("r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax", "rcx",
+         "rdx", "rsi", "rdi", "orig_rax", "rip")
+
+
+class _Plants:
+    """ubdsim's own descriptors of the host files, and the number each has in the guest."""
+
+    def __init__(self) -> None:
+        self.by_file: dict[tuple[int, int], tuple[int, int]] = {}   # (dev, ino) -> src, target
+        self.tries: dict[tuple[int, int], int] = {}                 # (tid, target) -> plants
+
+    def source(self, fd: int, st) -> tuple[int, int]:
+        key = (st.st_dev, st.st_ino)
+        known = self.by_file.get(key)
+        if known is None:
+            flags = fcntl.fcntl(fd, fcntl.F_GETFL) & (os.O_ACCMODE | os.O_SYNC | os.O_DSYNC)
+            src = os.open(f"/proc/self/fd/{fd}", flags | os.O_CLOEXEC)
+            known = self.by_file[key] = (src, PLANT_TOP - len(self.by_file))
+        return known
+
+
+def _plants(h) -> _Plants:
+    plants = getattr(h, "_fast_plants", None)
+    if plants is None:
+        plants = h._fast_plants = _Plants()
+    return plants
+
+
+def _fast(h, tid: int, regs, of: OpenFile, pos: int, positioned: bool, segments: Segments,
+          writing: bool) -> Result | None:
+    """The rewritten call, the planting call, or None: take the exact path."""
+    if EXACT_IO or not of.direct or len(segments) != 1 or regs is None:
+        return None
+    addr, length = segments[0]
+    unit = of.unit
+    dev = unit.device
+    if type(dev) is not DeviceUnit or dev.closed or length <= 0:
+        return None
+    if dev.events.io_active or dev.events.injector is not None:
+        return None
+    if (pos | addr | length) & (pagecache.SECTOR_SIZE - 1) or pos + length > unit.size:
+        return None
+    if writing:
+        if not of.writable or unit.read_only or of.sync:
+            return None
+    elif not of.readable:
+        return None
+    cache = h.page_cache(unit)
+    errors = unit.wb_errors
+    if cache.dirty or errors.as_eio or errors.as_enospc:
+        return None
+    cow = dev.cow
+    new_bits = False
+    if cow is None:
+        fd, file_offset = dev.fd, pos
+    else:
+        count = length // pagecache.SECTOR_SIZE
+        clear = dev._clear_bits(pos // pagecache.SECTOR_SIZE, count)
+        if clear == 0 or writing:
+            fd, file_offset = dev.fd, cow.geometry.data_offset + pos
+            new_bits = clear != 0
+        elif clear == (1 << count) - 1 and cow.lower is None:
+            fd, file_offset = cow.backing_fd, pos
+        else:
+            return None
+    st = os.fstat(fd)
+    if not writing and file_offset + length > st.st_size:
+        return None
+    plants = _plants(h)
+    src, target = plants.source(fd, st)
+    try:
+        there = os.stat(f"/proc/{tid}/fd/{target}")
+    except FileNotFoundError:
+        there = None
+    except OSError:
+        return None
+    if there is None:
+        return _plant(h, tid, regs, plants, src, target)
+    if (there.st_dev, there.st_ino) != (st.st_dev, st.st_ino):
+        return None                     # the guest's own descriptor sits there
+    saved = regs.copy()
+    new = regs.copy()
+    new.orig_rax = NR_PWRITE64 if writing else NR_PREAD64
+    new.rdi, new.rsi, new.rdx, new.r10 = target, addr, length, file_offset
+    if writing:
+        cache.invalidate(pos, length)   # kiocb_invalidate_pages()
+
+    def on_exit(exit_regs) -> None:
+        done = _signed(exit_regs.rax)
+        for name in ("rdi", "rsi", "rdx", "r10", "orig_rax"):
+            setattr(exit_regs, name, getattr(saved, name))
+        result: Result
+        try:
+            if done == length:
+                if new_bits:
+                    _set_bits(h, unit, dev, pos, length)
+                if writing:
+                    cache.invalidate(pos, length)   # kiocb_invalidate_post_direct_write()
+                result = Emulated(length)
+            else:
+                result = (do_write if writing else do_read)(h, tid, of, pos, segments)
+        except UbdError as err:
+            result = Fail(err.errno or errno.EIO)
+        if isinstance(result, Emulated):
+            if not positioned:
+                of.offset = pos + result.value
+            exit_regs.rax = result.value
+        else:
+            exit_regs.rax = (-result.errno) & ((1 << 64) - 1)
+
+    return NeedsExit(new, on_exit)
+
+
+def _set_bits(h, unit, dev: DeviceUnit, pos: int, length: int) -> None:
+    """Unit.write()'s bitmap step after its data pwrite, per request as direct_write()
+    submits them (a failing word write is that request's error line)."""
+    step = unit.max_sectors * pagecache.SECTOR_SIZE
+    failure = None
+    for at in range(pos, pos + length, step):
+        n = min(step, pos + length - at)
+        segments = dev._cowify_request(at, n)
+        try:
+            for file_offset, words in dev._word_spans(segments):
+                dev._pwrite(dev.fd, words, file_offset, "bitmap")
+        except UbdError as err:
+            h.block_log.request_error(unit, err.errno or errno.EIO, at // pagecache.SECTOR_SIZE,
+                                      1, writeback.REQ_DIRECT, -(-n // pagecache.PAGE_SIZE))
+            failure = failure or err
+    if failure is not None:
+        raise failure
+
+
+def _plant(h, tid: int, regs, plants: _Plants, src: int, target: int) -> Result | None:
+    """Rewrite the stopped call into the planting call; at its exit the guest is set to run
+    its original call again (every register as it was, rip back over `syscall`)."""
+    key = (tid, target)
+    if plants.tries.get(key, 0) >= _PLANT_TRIES:
+        return None
+    plants.tries[key] = plants.tries.get(key, 0) + 1
+    if not h.tracer.request_plant(tid, src, target):
+        plants.tries[key] = _PLANT_TRIES
+        return None
+    saved = regs.copy()
+    new = regs.copy()
+    new.orig_rax = NR_PLANT
+    new.r9 = PLANT_MAGIC
+
+    def on_exit(exit_regs) -> None:
+        for name in _REGS:
+            setattr(exit_regs, name, getattr(saved, name))
+        exit_regs.rip = saved.rip - 2           # the 2-byte `syscall` instruction again
+        exit_regs.rax = saved.orig_rax
+
+    return NeedsExit(new, on_exit)
+
+
+def _positioned(h, tid, fd: int, offset: int | None, segments_of, writing: bool,
+                regs=None) -> Result:
     of = h.fd(tid, fd)
     if of is None:
         return PASS
@@ -241,6 +430,10 @@ def _positioned(h, tid, fd: int, offset: int | None, segments_of, writing: bool)
     if offset is not None and offset < 0:
         return Fail(errno.EINVAL)
     pos = of.offset if offset is None else offset
+    if of.direct:
+        fast = _fast(h, tid, regs, of, pos, offset is not None, segments, writing)
+        if fast is not None:
+            return fast
     try:
         result = (do_write if writing else do_read)(h, tid, of, pos, segments)
     except UbdError as err:
@@ -251,21 +444,23 @@ def _positioned(h, tid, fd: int, offset: int | None, segments_of, writing: bool)
 
 
 def sys_read(h, tid, regs) -> Result:
-    return _positioned(h, tid, _int32(regs.rdi), None, lambda: [(regs.rsi, regs.rdx)], False)
+    return _positioned(h, tid, _int32(regs.rdi), None, lambda: [(regs.rsi, regs.rdx)], False,
+                       regs)
 
 
 def sys_write(h, tid, regs) -> Result:
-    return _positioned(h, tid, _int32(regs.rdi), None, lambda: [(regs.rsi, regs.rdx)], True)
+    return _positioned(h, tid, _int32(regs.rdi), None, lambda: [(regs.rsi, regs.rdx)], True,
+                       regs)
 
 
 def sys_pread64(h, tid, regs) -> Result:
     return _positioned(h, tid, _int32(regs.rdi), _signed(regs.r10),
-                       lambda: [(regs.rsi, regs.rdx)], False)
+                       lambda: [(regs.rsi, regs.rdx)], False, regs)
 
 
 def sys_pwrite64(h, tid, regs) -> Result:
     return _positioned(h, tid, _int32(regs.rdi), _signed(regs.r10),
-                       lambda: [(regs.rsi, regs.rdx)], True)
+                       lambda: [(regs.rsi, regs.rdx)], True, regs)
 
 
 def sys_readv(h, tid, regs) -> Result:

@@ -29,12 +29,19 @@ BPF_JEQ, BPF_JGE = 0x10, 0x30
 # include/uapi/linux/seccomp.h, audit.h
 SECCOMP_RET_ALLOW = 0x7FFF0000
 SECCOMP_RET_TRACE = 0x7FF00000
+SECCOMP_RET_USER_NOTIF = 0x7FC00000
+SECCOMP_FILTER_FLAG_NEW_LISTENER = 1 << 3
+# The planting call (see build_plant_filter): a number no x86_64 kernel assigns, and a magic
+# sixth argument, so no guest call can ever block on the listener by accident.
+NR_PLANT = 0x3F00
+PLANT_MAGIC = 0x75626466                   # "ubdf"
 AUDIT_ARCH_X86_64 = 0xC000003E
 SECCOMP_SET_MODE_FILTER = 1
 PR_SET_NO_NEW_PRIVS = 38
 SYS_SECCOMP = 317
 # struct seccomp_data offsets
 _OFF_NR, _OFF_ARCH = 0, 4
+_OFF_ARG5_LO = 16 + 8 * 5
 
 
 def _insn(code: int, jt: int, jf: int, k: int) -> bytes:
@@ -64,6 +71,25 @@ def build_filter(numbers: Iterable[int]) -> bytes:
     return b"".join(prog)
 
 
+def build_plant_filter() -> bytes:
+    """The second filter: SECCOMP_RET_USER_NOTIF for NR_PLANT with PLANT_MAGIC as its sixth
+    argument, ALLOW for everything else. The tracer rewrites a guest call into it at a
+    seccomp stop (the kernel re-runs the filters for the new number), then answers the
+    notification after SECCOMP_IOCTL_NOTIF_ADDFD planted one of its descriptors in the
+    guest at a chosen number: the only way to give another process a descriptor at a
+    number of our choosing in one call (rw.py's fast path)."""
+    return b"".join([
+        _insn(BPF_LD | BPF_W | BPF_ABS, 0, 0, _OFF_ARCH),
+        _insn(BPF_JMP | BPF_JEQ | BPF_K, 0, 4, AUDIT_ARCH_X86_64),
+        _insn(BPF_LD | BPF_W | BPF_ABS, 0, 0, _OFF_NR),
+        _insn(BPF_JMP | BPF_JEQ | BPF_K, 0, 2, NR_PLANT),
+        _insn(BPF_LD | BPF_W | BPF_ABS, 0, 0, _OFF_ARG5_LO),
+        _insn(BPF_JMP | BPF_JEQ | BPF_K, 1, 0, PLANT_MAGIC),
+        _insn(BPF_RET | BPF_K, 0, 0, SECCOMP_RET_ALLOW),
+        _insn(BPF_RET | BPF_K, 0, 0, SECCOMP_RET_USER_NOTIF),
+    ])
+
+
 class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
@@ -75,16 +101,28 @@ class FilterInstaller:
     (prctl, seccomp) between fork and exec.
     """
 
-    def __init__(self, program: bytes) -> None:
-        self._buf = ctypes.create_string_buffer(program, len(program))
-        self._prog = _SockFprog(len(program) // 8, ctypes.addressof(self._buf))
+    def __init__(self, program: bytes, plant: bytes | None = None) -> None:
+        self._keep = []
+        self._prog_addr = self._prepare(program)
+        self._plant_addr = self._prepare(plant) if plant else None
         self._libc = ctypes.CDLL(None, use_errno=True)
         self._libc.syscall.restype = ctypes.c_long
-        self._prog_addr = ctypes.addressof(self._prog)
+
+    def _prepare(self, program: bytes) -> int:
+        buf = ctypes.create_string_buffer(program, len(program))
+        prog = _SockFprog(len(program) // 8, ctypes.addressof(buf))
+        self._keep += [buf, prog]
+        return ctypes.addressof(prog)
+
+    def _seccomp(self, flags: int, addr: int) -> int:
+        return self._libc.syscall(ctypes.c_long(SYS_SECCOMP), ctypes.c_long(SECCOMP_SET_MODE_FILTER),
+                                  ctypes.c_long(flags), ctypes.c_void_p(addr))
 
     def install(self) -> int:
-        """0 on success, -1 on failure (the child reports it and exits)."""
+        """0 on success, -1 on failure (the child reports it and exits). The planting filter
+        is optional: where the kernel refuses it, the guest runs without the fast path."""
         if self._libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
             return -1
-        return self._libc.syscall(ctypes.c_long(SYS_SECCOMP), ctypes.c_long(SECCOMP_SET_MODE_FILTER),
-                                  ctypes.c_long(0), ctypes.c_void_p(self._prog_addr))
+        if self._plant_addr is not None:
+            self._seccomp(SECCOMP_FILTER_FLAG_NEW_LISTENER, self._plant_addr)
+        return self._seccomp(0, self._prog_addr)

@@ -21,8 +21,8 @@ import signal
 from typing import Callable, Sequence
 
 from ..syscalls.result import Emulated, Fail, NeedsExit, PassThrough, Result
-from . import ptrace
-from .bpf import FilterInstaller
+from . import notify, ptrace
+from .bpf import FilterInstaller, build_plant_filter
 from .memory import GuestMemory
 
 WALL = 0x40000000                          # __WALL: threads and processes alike
@@ -60,6 +60,17 @@ class Tracer:
         self._interrupt = 0
         self._waiting = False
         self.stops = 0                     # seccomp stops served (for the benchmark)
+        self.listener: notify.Listener | None = None   # the planting filter's (bpf.py)
+        self._plant: tuple[int, int, int] | None = None
+
+    def request_plant(self, tid: int, srcfd: int, target: int) -> bool:
+        """Ask that the call `tid` is stopped in, once rewritten by its handler into the
+        planting call (bpf.NR_PLANT), gets ubdsim's descriptor `srcfd` installed as its
+        descriptor `target` (close-on-exec). False when there is no listener."""
+        if self.listener is None:
+            return False
+        self._plant = (tid, srcfd, target)
+        return True
 
     # --- start --------------------------------------------------------------------------
 
@@ -67,13 +78,14 @@ class Tracer:
         """Fork, trace and exec `argv` with the seccomp `program` installed; returns its pid."""
         if pin:
             os.sched_setaffinity(0, {current_cpu()})   # inherited by the guest tree
-        installer = FilterInstaller(program)
+        installer = FilterInstaller(program, build_plant_filter())
         pid = os.fork()
         if pid == 0:
             _child(argv, installer)
         _, status = os.waitpid(pid, WALL)
         if not os.WIFSTOPPED(status):
             raise OSError(errno.ECHILD, "the guest did not stop for the tracer")
+        self.listener = notify.Listener.take(pid)
         ptrace.set_options(pid)
         ptrace.cont(pid)
         self._root = pid
@@ -96,6 +108,9 @@ class Tracer:
             if self._interrupt or self.tids:
                 self._kill_all()
             self.memory.close()
+            if self.listener is not None:
+                self.listener.close()
+                self.listener = None
         return 128 + self._interrupt if self._interrupt else self._status
 
     @property
@@ -154,6 +169,9 @@ class Tracer:
         ptrace.set_regs(tid, result.regs)
         self._pending[tid] = result.on_exit
         ptrace.syscall(tid)
+        if self._plant is not None:
+            plant, self._plant = self._plant, None
+            self.listener.plant(*plant)
 
     def _exit_stop(self, tid: int) -> None:
         on_exit = self._pending.pop(tid, None)
@@ -230,10 +248,12 @@ def _child(argv: Sequence[str], installer: FilterInstaller) -> None:
             signal.signal(sig, signal.SIG_DFL)
         if ptrace.traceme() != 0:
             os._exit(126)
-        os.kill(os.getpid(), signal.SIGSTOP)
+        # The filters go in before the stop, so that the tracer can take the planting
+        # filter's listener (close-on-exec) from this process while it is stopped.
         if installer.install() != 0:
             os.write(2, b"ubdsim run: cannot install the seccomp filter\n")
             os._exit(126)
+        os.kill(os.getpid(), signal.SIGSTOP)
         os.execvp(argv[0], list(argv))
     except OSError as err:
         os.write(2, f"ubdsim run: {argv[0]}: {err.strerror}\n".encode())
