@@ -203,3 +203,56 @@ def test_serve_answers_the_nbd_error_and_goes_on(tmp_path):
     assert "write failed: No space left on device" in first.stdout + first.stderr
     assert second.returncode == 0 and "wrote 4096/4096 bytes" in second.stdout
     assert (tmp_path / name).read_bytes()[:4096] == b"\xcd" * 4096
+
+
+# Buffered reads over failing host reads: readahead windows, a random page, a read that runs
+# into a bad page (short), a COW unit (8-page requests) and 512-byte soft blocks (a device
+# whose size is not a multiple of 1 KiB: the page is read back block by block).
+BUFFERED = r'''
+import os, sys
+for path, reads in (("/dev/ubda", [(0, 65536), (61440, 8192), (40960, 4096), (45056, 20480)]),
+                    ("/dev/ubdb", [(0, 32768), (36864, 4096)]),
+                    ("/dev/ubdc", [(4096, 4096), (8192, 4096)])):
+    fd = os.open(path, os.O_RDONLY)
+    for off, n in reads:
+        try:
+            print(path, off, n, "ok", len(os.pread(fd, n, off)), flush=True)
+        except OSError as err:
+            print(path, off, n, err.strerror, flush=True)
+    os.close(fd)
+'''
+
+
+def test_buffered_reads_fail_with_the_kernels_lines_and_short_counts(tmp_path):
+    (tmp_path / "guest.py").write_text(BUFFERED)
+    sparse_file(tmp_path / "raw.img", MIB)
+    sparse_file(tmp_path / "base.img", MIB)
+    sparse_file(tmp_path / "odd.img", MIB - 512)
+    made = ubdsim(tmp_path, "mkcow", "c.cow", "base.img")
+    assert made.returncode == 0, made.stderr
+    # every unit's file fails host reads of its bytes 48 KiB .. 52 KiB (a COW's: of its
+    # backing file, whose bits are all clear), and odd.img 8 KiB + 1 KiB .. + 2 KiB
+    words = ["ubd0=raw.img", "ubd1=c.cow,base.img", "ubd2=odd.img"]
+    runs = []
+    for file, lo, hi, sectors in (("raw.img", 48 << 10, 52 << 10, "96-103"),
+                                  ("base.img", 48 << 10, 52 << 10, "96-103"),
+                                  ("odd.img", 9 << 10, 10 << 10, "18-19")):
+        kernel = boot_with_fault(words, HostFault("read", errno.EIO, lo, hi, count=0), file,
+                                 command=["python3", "guest.py"], cwd=tmp_path, timeout=120)
+        assert kernel.kernel.status == 0, kernel.kernel.problem
+        assert kernel.faults, f"the oracle's fault on {file} never hit"
+        unit = words.index(next(w for w in words if f"={file}" in w or f",{file}" in w))
+        ours = ubdsim(tmp_path, "run", "--kernel", "6.1",
+                      f"--inject=read:error=EIO:unit={unit}:sector={sectors}", *words, "--",
+                      "python3", "guest.py")
+        assert ours.returncode == 0, ours.stderr
+        assert ours.stdout == kernel.kernel.output
+        kernel_lines = [line for line in kernel.kernel.console.replace("\r", "").splitlines()
+                        if REQUEST_ERROR.match(line) or line.startswith("Buffer I/O error")]
+        our_lines = [line for line in ours.stderr.splitlines()
+                     if REQUEST_ERROR.match(line) or line.startswith("Buffer I/O error")]
+        assert our_lines == kernel_lines, file
+        runs.append(kernel.kernel.output)
+    assert any("Input/output error" in out for out in runs)
+    assert any(" ok " in line and not line.endswith(f" {line.split()[2]}")
+               for out in runs for line in out.splitlines())       # a short count somewhere

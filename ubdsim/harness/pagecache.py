@@ -14,8 +14,8 @@ state at the soft block size: a partly covered block that is not up to date is r
 (`dd bs=512 seek=3 count=2` with 4 KiB blocks reads sectors 0-7, then writes all 8 back, so a
 COW file gets bits 0-7: observed with linux.uml); a wholly covered one is not, so with blocks
 smaller than a page a page can be only partly up to date, and a later read fetches only its
-missing blocks, one request each (block_read_full_folio(), unless
-block_is_partially_uptodate() says the range read is already there). O_DIRECT bypasses the
+missing blocks (block_read_full_folio(), unless block_is_partially_uptodate() says the range
+read is already there). O_DIRECT bypasses the
 cache: exactly the sectors asked, after writing back the dirty pages they overlap, and
 misaligned offsets, lengths or buffer addresses get EINVAL (block/fops.c
 blkdev_dio_unaligned() [6.1]).
@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from ..device.api import SECTOR_SIZE, BlockDevice
+from ..errors import UbdError
 
 PAGE_SIZE = 4096
 # Largest transfer handed to the device at once: bounds ubdsim's memory for huge guest I/O.
@@ -77,6 +78,30 @@ def zero(dev: BlockDevice, pos: int, length: int) -> None:
 
 
 # --- the clean-page cache and readahead (buffered reads) ---------------------------------
+# blk_print_req_error()'s cmd_flags for failed reads (measured with linux.uml 6.1): a
+# readahead request (REQ_RAHEAD | REQ_FAILFAST_DEV/TRANSPORT/DRIVER), a page's own read.
+READAHEAD_FLAGS = 0x80700
+READ_FOLIO_FLAGS = 0x0
+# block/blk-merge.c __bio_split_to_limits(): a bio split at the queue's limits gets
+# REQ_NOMERGE on the part split off (every request of it but the last: measured with
+# linux.uml, a failed 32-page readahead request showed flags 0x84700).
+REQ_NOMERGE = 0x4000
+BIO_MAX_BYTES = 256 * PAGE_SIZE          # BIO_MAX_VECS pages of a bio built page by page
+
+
+def bio_requests(offset: int, length: int, max_sectors: int) -> list[tuple[int, int, int, int]]:
+    """The requests the block layer makes of I/O built as bios of at most BIO_MAX_BYTES
+    (mpage readahead, a direct I/O), each split every `max_sectors` sectors:
+    (offset, length, extra cmd_flags, physical segments = the pages it touches)."""
+    out = []
+    step = max_sectors * SECTOR_SIZE
+    for bio in range(offset, offset + length, BIO_MAX_BYTES):
+        bio_end = min(bio + BIO_MAX_BYTES, offset + length)
+        for at in range(bio, bio_end, step):
+            n = min(step, bio_end - at)
+            pages = (at + n - 1) // PAGE_SIZE - at // PAGE_SIZE + 1
+            out.append((at, n, REQ_NOMERGE if at + n < bio_end else 0, pages))
+    return out
 # Pages kept per unit before the least recently used are dropped (memory pressure in a
 # mem=64M guest, roughly): bounds ubdsim's memory on huge buffered I/O.
 CACHE_PAGES = 8192
@@ -149,6 +174,10 @@ class PageCache:
         # The soft block size the block masks count in: a new one (BLKBSZSET) kills the
         # cache first, so every mask in it uses the size of the last buffered write.
         self.block = PAGE_SIZE
+        # Set by the session for its unit: its max_sectors (requests), and where the
+        # block layer's error lines go (writeback.UnitErrors; None: nowhere).
+        self.request_sectors = 255
+        self.errors = None
         self.limit = limit
 
     def clear(self) -> None:
@@ -308,12 +337,18 @@ class PageCache:
              request_end: int) -> bytes:
         """mm/filemap.c filemap_read() [6.1]: `length` bytes at `pos` (already cut at the
         device's end), through batches of cached pages, readahead filling the misses and
-        sizing its windows on the whole read, which ends at `request_end`."""
+        sizing its windows on the whole read, which ends at `request_end`. A page that cannot
+        be read ends the read short, or fails it (UbdError) when nothing was read yet."""
         end = pos + length
         last_index = -(-request_end // PAGE_SIZE)
         out = []
         while pos < end:
-            batch = self._get_pages(dev, ra, pos // PAGE_SIZE, last_index, pos, request_end)
+            try:
+                batch = self._get_pages(dev, ra, pos // PAGE_SIZE, last_index, pos, request_end)
+            except UbdError:
+                if out:
+                    break                   # filemap_read(): what was copied, else the error
+                raise
             for index, page in batch:
                 if pos >= end:
                     break
@@ -346,22 +381,31 @@ class PageCache:
         if not batch:
             self._sync_ra(dev, ra, index, last_index - index)
             batch = self._batch(index, last_index)
-        if not batch:                                   # filemap_create_folio()
-            self._read_pages(dev, index, 1)
+        if not batch:               # filemap_create_folio(), then filemap_read_folio()
+            self.pages[index] = bytes(PAGE_SIZE)
+            self.partial[index] = 0
+            self._update_page(dev, index, pos, request_end)
+            self.evict()
             return [(index, self.pages[index])]
         tail = batch[-1][0]
         if tail in self.marked and ra.ra_pages:         # filemap_readahead()
             self.marked.discard(tail)
             self._ondemand(dev, ra, tail, last_index - tail, marked=True)
         if tail in self.partial:                        # filemap_update_page()
-            self._update_page(dev, tail, pos, request_end)
+            try:
+                self._update_page(dev, tail, pos, request_end)
+            except UbdError:
+                if len(batch) == 1:
+                    raise
+                return batch[:-1]       # the pages before it; the next call tries it again
             batch[-1] = (tail, self.pages[tail])
         return batch
 
     def _update_page(self, dev: BlockDevice, index: int, pos: int, request_end: int) -> None:
         """filemap_range_uptodate() -> block_is_partially_uptodate(), else
-        filemap_read_folio() -> block_read_full_folio() [6.1]: each block not up to date
-        read as its own request (no plug merges them), the page up to date after."""
+        filemap_read_folio() -> block_read_full_folio() [6.1]: the blocks not up to date
+        read in merged requests (_missing_runs()), the page up to date after. A request that
+        fails prints the block layer's line and one line per buffer, and fails the read."""
         mask = self.partial[index]
         base = index * PAGE_SIZE
         block = self.block
@@ -372,10 +416,24 @@ class PageCache:
             if all(mask >> b & 1 for b in needed):
                 return
         buf = bytearray(self.pages[index])
-        for b in range(PAGE_SIZE // block):
-            if not mask >> b & 1:
-                buf[b * block:(b + 1) * block] = self._read_block(dev, base + b * block, block)
+        failure = None
+        for first, count in self._missing_runs(mask, block):
+            at = base + first * block
+            try:
+                data = self._read_block(dev, at, count * block)
+            except UbdError as err:         # end_buffer_async_read(): each buffer of it
+                if self.errors is not None:
+                    self.errors.request(err.errno, at, 0, READ_FOLIO_FLAGS, count)
+                    for b in range(first, first + count):
+                        self.errors.buffer(base + b * block, block, ", async page read")
+                failure = failure or err
+                continue
+            buf[first * block:(first + count) * block] = data
+            mask |= ((1 << count) - 1) << first
         self.pages[index] = bytes(buf)
+        if failure is not None:
+            self.partial[index] = mask
+            raise failure
         del self.partial[index]
 
     # -- mm/readahead.c --------------------------------------------------------------------
@@ -486,17 +544,49 @@ class PageCache:
         self._read_pages(dev, index + count - run, run)
 
     def _read_pages(self, dev: BlockDevice, index: int, count: int) -> None:
-        """read_pages(): one device read per contiguous run (bounded by CHUNK, a multiple of
-        every request size, so the unit cuts its requests exactly as for one bio)."""
+        """read_pages() -> mpage_readahead() [6.1]: the run's pages as bios of up to 256
+        pages, each split into requests at the unit's max_sectors (`request_sectors`: the
+        COW unit's own 64-sector cut is the same). A request that fails prints
+        blk_print_req_error()'s line (REQ_RAHEAD | REQ_FAILFAST_*, 0x80700, REQ_NOMERGE
+        where split off: measured with linux.uml) and its bio's pages stay in the cache not
+        up to date (mpage_end_io()), for the reader to read again block by block."""
         pos = index * PAGE_SIZE
         end = min((index + count) * PAGE_SIZE, dev.size)
-        while pos < end:
-            step = min(end - pos, CHUNK)
-            data = dev.read(pos, step)
-            for off in range(0, step, PAGE_SIZE):
-                self.pages[(pos + off) // PAGE_SIZE] = data[off:off + PAGE_SIZE]
-            pos += step
+        for bio in range(pos, end, BIO_MAX_BYTES):
+            bio_end = min(bio + BIO_MAX_BYTES, end)
+            parts, failed = [], False
+            for at, n, flags, pages in bio_requests(bio, bio_end - bio, self.request_sectors):
+                try:
+                    parts.append(dev.read(at, n))
+                except UbdError as err:
+                    failed = True
+                    if self.errors is not None:
+                        self.errors.request(err.errno, at, 0, READAHEAD_FLAGS | flags, pages)
+            data = b"".join(parts)
+            for off in range(0, bio_end - bio, PAGE_SIZE):
+                page_index = (bio + off) // PAGE_SIZE
+                if failed:
+                    self.pages[page_index] = bytes(PAGE_SIZE)
+                    self.partial[page_index] = 0
+                else:
+                    self.pages[page_index] = data[off:off + PAGE_SIZE]
         self.evict()
+
+    def _missing_runs(self, mask: int, block: int) -> list[tuple[int, int]]:
+        """The page's blocks not up to date as requests: block_read_full_folio() submits one
+        bio per buffer and the block layer merges the contiguous ones (measured with
+        linux.uml: a page of 512-byte blocks read back as one 8-sector request, phys_seg 8),
+        up to max_sectors. (first block, count) each."""
+        runs: list[tuple[int, int]] = []
+        limit = max(self.request_sectors * SECTOR_SIZE // block, 1)
+        for b in range(PAGE_SIZE // block):
+            if mask >> b & 1:
+                continue
+            if runs and runs[-1][0] + runs[-1][1] == b and runs[-1][1] < limit:
+                runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+            else:
+                runs.append((b, 1))
+        return runs
 
     def evict(self) -> None:
         """Drop the least recently used clean pages beyond the limit (reclaim writes dirty

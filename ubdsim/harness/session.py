@@ -24,7 +24,7 @@ from . import nodes
 from .device_unit import Unit
 from .fdstate import OpenFile, OpenFiles
 from .pagecache import PageCache
-from .writeback import (DIRTY_EXPIRE, REQ_FLUSHER, BlockLog, write_and_wait,
+from .writeback import (DIRTY_EXPIRE, REQ_FLUSHER, BlockLog, UnitErrors, write_and_wait,
                         write_back)
 from .rules import HarnessRules
 from .syscalls.result import PASS, Emulated, Fail, NeedsExit, Result
@@ -66,6 +66,8 @@ class Session:
         self.opens = OpenFiles()
         self.caches: dict[int, PageCache] = {n: PageCache() for n in self.units}
         self.block_log = BlockLog()
+        for number, cache in self.caches.items():
+            cache.errors = UnitErrors(self.block_log, self.units[number])
         self.tracer = Tracer(self.dispatch, self.mem)
 
     # --- helpers for handlers -------------------------------------------------------------
@@ -74,8 +76,12 @@ class Session:
         return self.opens.lookup(tid, fd)
 
     def page_cache(self, unit: Unit) -> PageCache:
-        """The pages of `unit`'s block-device inode."""
-        return self.caches[unit.number]
+        """The pages of `unit`'s block-device inode, sized for the unit as it is open now
+        (its soft block size; its requests, 64 sectors for a COW unit, 255 raw)."""
+        cache = self.caches[unit.number]
+        cache.block = unit.block_size
+        cache.request_sectors = unit.max_sectors
+        return cache
 
     def write_back(self, unit: Unit, flags: int, first: int = 0,
                    last: int = (1 << 64) - 1) -> None:

@@ -154,6 +154,22 @@ class BlockLog:
                    "WRITE" if op == 1 else "READ", flags, segments, PRIO_CLASS_BE)
 
 
+@dataclass(frozen=True)
+class UnitErrors:
+    """The block layer's error lines for one unit's page cache (pagecache.PageCache.errors)."""
+
+    log: BlockLog
+    unit: Unit
+
+    def request(self, err: int | None, offset: int, op: int, flags: int, segments: int) -> None:
+        self.log.request_error(self.unit, err or errno.EIO, offset // SECTOR_SIZE, op, flags,
+                               segments)
+
+    def buffer(self, offset: int, block: int, what: str) -> None:
+        self.log.print(self.unit, self.log.buffers, "block.buffer_io_error", disk_name(self.unit),
+                       offset // block, what)
+
+
 def disk_name(unit: Unit) -> str:
     return unit.disk.profile.device.disk_name(unit.number)
 
@@ -219,8 +235,7 @@ def write_back(log: BlockLog, unit: Unit, cache, flags: int = REQ_SYNC, first: i
             log.request_error(unit, code, request.offset // SECTOR_SIZE, 1, flags,
                               request.segments)
             for offset in request.blocks:
-                log.print(unit, log.buffers, "block.buffer_io_error", disk_name(unit),
-                          offset // block, ", lost async page write")
+                UnitErrors(log, unit).buffer(offset, block, ", lost async page write")
             unit.wb_errors.set(errno.EIO)       # mark_buffer_write_io_error()
 
 
