@@ -104,8 +104,10 @@ def main() -> int:
             f.truncate(SIZE_MIB << 20)
         script = scratch / "bench.sh"
         script.write_text(WORKLOAD)
+        load_before = os.getloadavg()[0]
         ours = through_ubdsim(scratch, backing, script)
         theirs = through_qemu_nbd(scratch, backing, script)
+        load_after = os.getloadavg()[0]
     if "--json" in sys.argv[1:]:
         return json_rows(ours, theirs)
     print(f"guest dd bs=1M O_DIRECT, {SIZE_MIB} MiB, qemu TCG guest over NBD (unix socket)")
@@ -113,6 +115,8 @@ def main() -> int:
     for kind in ("write", "read"):
         print(f"{kind:10}{ours[kind]:>9.0f} MiB/s{theirs[kind]:>7.0f} MiB/s"
               f"{ours[kind] / theirs[kind]:>8.2f}")
+    print(f"load average (1 min) {load_before:.2f} before, {load_after:.2f} after "
+          f"({os.cpu_count()} CPUs)")
     return 0
 
 
