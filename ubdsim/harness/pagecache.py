@@ -189,6 +189,15 @@ class PageCache:
         self.dirty.clear()
         self.dirtied_at.clear()
 
+    def _cached(self, first: int, last: int) -> list[int]:
+        """The cached page indices first..last (inclusive), by whichever is shorter to walk:
+        the range or the cache (a huge range over a small cache costs the cache's size)."""
+        if last < first:
+            return []
+        if last - first < len(self.pages):
+            return [i for i in range(first, last + 1) if i in self.pages]
+        return [i for i in self.pages if first <= i <= last]
+
     def _forget(self, index: int) -> None:
         del self.pages[index]
         self.marked.discard(index)
@@ -208,14 +217,8 @@ class PageCache:
         keep dirty pages and pages under write-back (`keep`; ubdsim's pages are never locked
         or mapped). Returns how many dirty pages were kept (invalidate_inode_pages2_range()
         then fails with EBUSY)."""
-        if last < first:
-            return 0
-        if last - first < len(self.pages):
-            doomed = [i for i in range(first, last + 1) if i in self.pages]
-        else:
-            doomed = [i for i in self.pages if first <= i <= last]
         kept = 0
-        for index in doomed:
+        for index in self._cached(first, last):
             if index in self.dirty:
                 kept += 1
             elif index not in keep:
@@ -233,11 +236,8 @@ class PageCache:
         if not self.pages:
             return                                      # mapping_empty()
         first, last = (lstart + PAGE_SIZE - 1) // PAGE_SIZE, (lend + 1) // PAGE_SIZE - 1
-        if last >= first:
-            for index in ([i for i in range(first, last + 1) if i in self.pages]
-                          if last - first < len(self.pages)
-                          else [i for i in self.pages if first <= i <= last]):
-                self._forget(index)
+        for index in self._cached(first, last):
+            self._forget(index)
         first = lstart // PAGE_SIZE
         same_page = first == lend // PAGE_SIZE
         if first in self.pages:

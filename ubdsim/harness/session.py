@@ -24,8 +24,8 @@ from . import nodes
 from .device_unit import Unit
 from .fdstate import OpenFile, OpenFiles
 from .pagecache import PageCache
-from .writeback import (DIRTY_EXPIRE, REQ_FLUSHER, BlockLog, UnitErrors, write_and_wait,
-                        write_back)
+from .writeback import (DIRTY_EXPIRE, REQ_FLUSHER, BlockLog, UnitErrors, disk_name,
+                        write_and_wait, write_back)
 from .rules import HarnessRules
 from .syscalls.result import PASS, Emulated, Fail, NeedsExit, Result
 from .syscalls.table import BY_NUMBER, traced_numbers
@@ -103,9 +103,9 @@ class Session:
         for unit in self.units.values():
             cache = self.caches[unit.number]
             if cache.dirty:
-                print(f"ubdsim run: {len(cache.dirty)} dirty page(s) of "
-                      f"{unit.disk.profile.device.disk_name(unit.number)} lost: ubdsim was "
-                      f"stopped before writing them back (a killed UML loses them too)",
+                print(f"ubdsim run: {len(cache.dirty)} dirty page(s) of {disk_name(unit)} "
+                      "lost: ubdsim was stopped before writing them back (a killed UML "
+                      "loses them too)",
                       file=sys.stderr)
                 cache.clear()
 
