@@ -74,7 +74,14 @@ def give_to(work: Path, user: str) -> None:
         os.chown(root, uid, gid)
         for name in files:
             os.chown(os.path.join(root, name), uid, gid, follow_symlinks=False)
-    for parent in work.parents:
+    make_reachable(work)
+
+
+def make_reachable(path: Path) -> None:
+    """Make every directory above `path` traversable (g+x, o+x), so that run_as's user can
+    reach it: a work directory, or a library linux.uml preloads from a checkout that lies
+    under a private (0700) directory."""
+    for parent in Path(path).resolve().parents:
         if parent == Path("/"):
             break
         mode = parent.stat().st_mode

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from .errors import KernelUnavailable
-from .host import give_to, run_as_prefix
+from .host import give_to, make_reachable, run_as_prefix
 from .xstate import FIX_LIBRARY, XstateFix, chosen_mode, decide
 
 BINARY = "linux.uml"
@@ -276,6 +276,9 @@ def start(options: Sequence[str], command: Sequence[str] | None = None, *,
         init.chmod(0o755)
         if user is not None:
             give_to(private, user)
+            # the preloaded libraries (the XSAVE fix first) must be reachable by that user
+            for library in ([FIX_LIBRARY] if fix.applied else []) + [Path(p) for p in preload]:
+                make_reachable(library)
         console = private / "console"
         argv = [*prefix, *run_as_prefix(user), BINARY, f"mem={mem}", "root=/dev/root",
                 "rootfstype=hostfs", "rootflags=/", "rw", f"init={init}", "con=null",
