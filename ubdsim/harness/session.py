@@ -16,6 +16,7 @@ import errno
 import os
 import sys
 import time
+from collections import Counter
 from typing import Mapping, Sequence
 
 from ..device.disk import Disk
@@ -28,7 +29,7 @@ from .writeback import (DIRTY_EXPIRE, REQ_FLUSHER, BlockLog, UnitErrors, disk_na
                         write_and_wait, write_back)
 from .rules import HarnessRules
 from .syscalls.result import PASS, Emulated, Fail, NeedsExit, Result
-from .syscalls.table import BY_NUMBER, traced_numbers
+from .syscalls.table import BY_NUMBER, FD_FIRST_NUMBERS, traced_numbers
 from .transport.bpf import build_filter
 from .transport.memory import GuestMemory
 from .transport.tracer import Tracer
@@ -68,11 +69,17 @@ class Session:
         self.block_log = BlockLog()
         for number, cache in self.caches.items():
             cache.errors = UnitErrors(self.block_log, self.units[number])
-        self.tracer = Tracer(self.dispatch, self.mem)
+        # device reads and writes by path (rw.py): "copied" at the stop, "planted" on a host
+        # descriptor, "exact" through the device model; `ubdsim run --stats` prints them
+        self.stats: Counter[str] = Counter()
+        self.tracer = Tracer(self.dispatch, self.mem, self.opens.memfd_dev, FD_FIRST_NUMBERS)
 
     # --- helpers for handlers -------------------------------------------------------------
 
     def fd(self, tid: int, fd: int) -> OpenFile | None:
+        hint = self.tracer.hint
+        if hint is not None and hint[0] == tid and hint[1] == fd:
+            return self.opens.by_inode.get(hint[2])     # the C loop's stat of this descriptor
         return self.opens.lookup(tid, fd)
 
     def page_cache(self, unit: Unit) -> PageCache:
@@ -214,10 +221,11 @@ class Session:
 
 
 def run_guest(disks: Mapping[int, Disk], argv: Sequence[str], *, max_units: int,
-              rules: HarnessRules = HarnessRules(), pin: bool = True) -> int:
+              rules: HarnessRules = HarnessRules(), pin: bool = True,
+              stats: bool = False) -> int:
     """Run `argv` with `disks` (unit number -> registered disk, closed) visible as ubd nodes;
     returns the guest's exit status (128+N when signal N killed it or interrupted ubdsim).
-    Every disk is closed again when this returns."""
+    Every disk is closed again when this returns. `stats`: print stats_line() at the end."""
     session = Session(disks, max_units, rules)
     try:
         session.tracer.spawn(argv, build_filter(traced_numbers()), pin=pin)
@@ -230,3 +238,15 @@ def run_guest(disks: Mapping[int, Disk], argv: Sequence[str], *, max_units: int,
         raise
     finally:
         session.finish()
+        if stats:
+            print(stats_line(session), file=sys.stderr)
+
+
+def stats_line(session: Session) -> str:
+    """Where the guest's intercepted calls were answered, as key=value words: seccomp stops
+    answered in Python and in the C loop (native_wait.py; `loop=python` where it could not
+    be built), and the device reads/writes by path."""
+    tracer, counts = session.tracer, session.stats
+    return (f"ubdsim run: stats: loop={'c' if tracer.native is not None else 'python'} "
+            f"stops={tracer.stops + tracer.passed} python={tracer.stops} c={tracer.passed} "
+            f"copied={counts['copied']} planted={counts['planted']} exact={counts['exact']}")

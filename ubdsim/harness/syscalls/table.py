@@ -89,6 +89,17 @@ SYSCALLS: dict[str, Entry] = dict([
 BY_NUMBER: dict[int, Entry] = {number(name): entry for name, entry in SYSCALLS.items()}
 
 
+# The calls whose first argument is a descriptor and whose handler answers PASS at once when
+# it is no ubd descriptor (h.fd() is None): the tracer's C loop (transport/native_wait.py)
+# resumes those stops without asking Python. tests/harness/test_native_wait.py holds every
+# handler here to that.
+FD_FIRST = frozenset({
+    "read", "write", "pread64", "pwrite64", "readv", "writev", "preadv", "pwritev",
+    "preadv2", "pwritev2", "lseek", "fstat", "fsync", "fdatasync", "sync_file_range",
+    "fadvise64", "readahead", "fallocate", "fcntl", "ftruncate", "ioctl"})
+FD_FIRST_NUMBERS = frozenset(number(name) for name in FD_FIRST)
+
+
 def traced_numbers() -> list[int]:
     """What the seccomp filter stops on: exactly the table."""
     return sorted(BY_NUMBER)

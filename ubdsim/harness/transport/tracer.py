@@ -9,19 +9,23 @@ Design (guest-harness-notes.md, measured here):
   call is resumed with PTRACE_SYSCALL and finished at its syscall-exit stop;
 - tracer and guest share one CPU (about 10 us per stop instead of ~95 us across vCPUs);
 - ubdsim never leaves a traced process behind: PTRACE_O_EXITKILL if it dies, and SIGKILL to
-  every traced thread if it is interrupted.
+  every traced thread if it is interrupted;
+- the stops whose only answer is "run it" (a read or write on a descriptor that is no ubd
+  memfd) are answered by the C loop of native_wait.py where it can be built; the Python
+  loop below answers them the same way where it cannot.
 python-ptrace's own debugger loop is not used: it raises on seccomp stops and polls with
 sleep() once two processes are traced.
 """
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import signal
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from ..syscalls.result import Emulated, Fail, NeedsExit, PassThrough, Result
-from . import notify, ptrace
+from . import native_wait, notify, ptrace
 from .bpf import FilterInstaller, build_plant_filter
 from .memory import GuestMemory
 
@@ -49,9 +53,19 @@ def current_cpu() -> int:
 class Tracer:
     """Runs one guest command under the interceptor and returns its exit status."""
 
-    def __init__(self, dispatch: Dispatch, memory: GuestMemory) -> None:
+    def __init__(self, dispatch: Dispatch, memory: GuestMemory, memfd_dev: int = 0,
+                 fd_calls: Iterable[int] = ()) -> None:
+        """`fd_calls`: the calls whose handler answers PASS when their first argument is a
+        descriptor that is no memfd (st_dev `memfd_dev`); the C loop answers those itself."""
         self.dispatch = dispatch
         self.memory = memory
+        self._memfd_dev = memfd_dev
+        self._fd_calls = native_wait.fd_call_table(fd_calls)
+        self.native = native_wait.load() if memfd_dev else None
+        self.passed = 0                    # stops the C loop answered
+        # (tid, fd, memfd inode) of the stop being dispatched, when the C loop looked the
+        # first argument up already: OpenFiles.lookup() need not stat it again
+        self.hint: tuple[int, int, int] | None = None
         self.tids: set[int] = set()        # every live traced thread
         self._seen: set[int] = set()       # threads whose first (attach) stop was consumed
         self._pending: dict[int, Callable[[ptrace.Regs], None]] = {}
@@ -99,7 +113,10 @@ class Tracer:
         """Serve the guest until every traced process is gone; the root's exit status."""
         previous = {sig: signal.signal(sig, self._on_signal) for sig in _FORWARDED}
         try:
-            self._loop()
+            if self.native is not None:
+                self._loop_native(self.native)
+            else:
+                self._loop()
         except _Interrupted:
             pass
         finally:
@@ -152,10 +169,67 @@ class Tracer:
             except ProcessLookupError:
                 pass                        # killed while stopped (SIGKILL): exit follows
 
-    def _seccomp_stop(self, tid: int, regs: ptrace.Regs) -> None:
+    def _loop_native(self, lib: ctypes.CDLL) -> None:
+        """_loop() with waitpid and the PASS-only stops in C (native/stopwait.c). Python's
+        signal wakeup pipe tells the C loop of a signal that interrupted no waitpid."""
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        previous_wakeup = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        state = native_wait.WaitState(memfd_dev=self._memfd_dev, wakeup_fd=wake_r,
+                                      fd_calls=ctypes.addressof(self._fd_calls))
+        regs = ptrace.Regs()
+        wait, state_ref, regs_ref = lib.ubd_wait, ctypes.byref(state), ctypes.byref(regs)
+        try:
+            while not self._interrupt:
+                self._waiting = True
+                try:
+                    if self._interrupt:
+                        return
+                    rc = wait(state_ref, regs_ref)
+                finally:
+                    self._waiting = False
+                if rc < 0:
+                    if rc == -errno.EINTR:
+                        continue
+                    return                      # ECHILD: no traced process is left
+                tid, status = state.tid, state.status
+                try:
+                    if rc == 0:
+                        if state.ino:
+                            fd = regs.rdi & 0xFFFFFFFF
+                            self.hint = (tid, fd - (1 << 32) if fd >> 31 else fd, state.ino)
+                        try:
+                            self._seccomp_stop(tid, regs, state)
+                        finally:
+                            self.hint = None
+                    elif rc == 2:
+                        pass                    # killed while stopped: its exit follows
+                    elif not os.WIFSTOPPED(status):
+                        self._gone(tid, status)
+                    elif status >> 8 == _SYSCALL_STOP:
+                        self._exit_stop(tid)
+                    else:
+                        self._other_stop(tid, status >> 8)
+                except ProcessLookupError:
+                    pass
+        finally:
+            self.passed = state.passed
+            signal.set_wakeup_fd(previous_wakeup)
+            os.close(wake_r)
+            os.close(wake_w)
+
+    def _seccomp_stop(self, tid: int, regs: ptrace.Regs,
+                      state: native_wait.WaitState | None = None) -> None:
+        """Answer one seccomp stop; with the C loop's `state`, a call that is passed or
+        cancelled is resumed by its next ubd_wait() (one ctypes call instead of three)."""
         self.stops += 1
         result = self.dispatch(tid, regs)
         kind = type(result)
+        if state is not None and kind is not NeedsExit:
+            state.answer_tid = tid
+            state.answer_cancel = kind is not PassThrough
+            if kind is not PassThrough:
+                state.answer_rax = (result.value if kind is Emulated else -result.errno) & _MASK
+            return
         if kind is PassThrough:
             ptrace.cont(tid)
             return

@@ -1,0 +1,93 @@
+"""The native wait loop (native/stopwait.c): stops that need no Python never reach it.
+
+A read or write on one of the guest's own descriptors stops in the tracer like one on a ubd
+descriptor, because the filter sees only numbers. The C loop answers those stops itself
+(PASS: the guest runs the call natively), so a guest that copies a device to /dev/null or a
+pipe pays one stop in Python per device call instead of two. The library is compiled on
+first use with the host's C compiler into ubdsim's cache directory, named by a hash of its
+source; where no compiler is there (or the build fails) `load()` returns None and the
+tracer keeps its Python loop, which answers the same stops the same way, only slower.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Iterable
+
+SOURCE = Path(__file__).resolve().parent / "native" / "stopwait.c"
+FD_CALLS = 512                      # stopwait.c: the size of its fd_calls table
+_loaded: "ctypes.CDLL | None | bool" = False
+
+
+class WaitState(ctypes.Structure):
+    """struct ubd_wait (stopwait.c)."""
+
+    _fields_ = [("tid", ctypes.c_int), ("status", ctypes.c_int),
+                ("answer_tid", ctypes.c_int), ("answer_cancel", ctypes.c_int),
+                ("answer_rax", ctypes.c_ulonglong),
+                ("wakeup_fd", ctypes.c_int), ("pad", ctypes.c_int),
+                ("memfd_dev", ctypes.c_ulonglong), ("ino", ctypes.c_ulonglong),
+                ("passed", ctypes.c_ulonglong), ("fd_calls", ctypes.c_void_p)]
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "ubdsim"
+
+
+def _build(target: Path) -> bool:
+    """Compile the library to `target` (atomically: concurrent runs may build it too)."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        return False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        done = subprocess.run([cc, "-O2", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC",
+                               "-o", tmp, str(SOURCE)], capture_output=True)
+        if done.returncode != 0:
+            return False
+        os.replace(tmp, target)
+        return True
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def library_path() -> Path:
+    digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:16]
+    return cache_dir() / f"stopwait-{digest}.so"
+
+
+def load() -> ctypes.CDLL | None:
+    """The loaded library, built first when needed; None where it cannot be (no compiler,
+    an unwritable cache, UBDSIM_PYTHON_WAIT=1 to compare the two loops)."""
+    global _loaded
+    if _loaded is False:
+        _loaded = None
+        if os.environ.get("UBDSIM_PYTHON_WAIT") != "1":
+            try:
+                path = library_path()
+                if path.is_file() or _build(path):
+                    lib = ctypes.CDLL(str(path))
+                    lib.ubd_wait.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+                    lib.ubd_wait.restype = ctypes.c_int
+                    _loaded = lib
+            except OSError:
+                _loaded = None
+    return _loaded or None
+
+
+def fd_call_table(numbers: Iterable[int]) -> ctypes.Array:
+    """stopwait.c's fd_calls: 1 for each call whose handler passes a non-ubd descriptor."""
+    table = (ctypes.c_ubyte * FD_CALLS)()
+    for nr in numbers:
+        if 0 <= nr < FD_CALLS:
+            table[nr] = 1
+    return table
