@@ -1,17 +1,20 @@
-"""The O_DIRECT fast path (rw.py: pread64/pwrite64 rewritten onto a host descriptor planted
-in the guest) against the exact path (UBDSIM_EXACT_IO=1, every byte through ubdsim).
+"""The O_DIRECT fast paths (rw.py: up to 64 KiB copied by ubdsim at the stop, larger calls
+rewritten into pread64/pwrite64 on a host descriptor planted in the guest) against the exact
+path (UBDSIM_EXACT_IO=1, every byte through the device model).
 
 Random request sequences (hypothesis) on a small raw unit and a small COW unit whose bitmap
 was partly set beforehand (some ranges all set, some all clear, some mixed), read()/write()
 and pread64/pwrite64, aligned and misaligned, inside, across and past the device's end: both
 paths must print the same results, digests of the bytes read and file positions, and leave
 the host files (raw image, COW file, backing file) byte for byte the same. The planted
-descriptor must be there on the fast path, and not on the exact one.
+descriptor must be there on the fast path, and not on the exact one; `--stats` tells which
+path each call took.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -38,13 +41,19 @@ ops_strategy = st.lists(
     min_size=4, max_size=14)
 
 
-def _run(work: Path, word: str, exact: bool, command: list[str]) -> str:
+STATS = re.compile(r"^ubdsim run: stats: (.*)\n", re.M)
+
+
+def _run(work: Path, word: str, exact: bool, command: list[str]) -> tuple[str, dict[str, str]]:
+    """The guest's output and the --stats counts."""
     env = dict(os.environ, UBDSIM_EXACT_IO="1" if exact else "0")
-    proc = subprocess.run([*UBDSIM, "run", "--kernel", "6.1", word, "--", *command], cwd=work,
-                          env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run([*UBDSIM, "run", "--stats", "--kernel", "6.1", word, "--", *command],
+                          cwd=work, env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    return proc.stdout + proc.stderr
+    out = proc.stdout + proc.stderr
+    stats = dict(word.split("=") for word in STATS.search(out).group(1).split())
+    return STATS.sub("", out), stats
 
 
 def _prepare(tmp: Path, cow: bool) -> tuple[Path, str]:
@@ -73,19 +82,21 @@ def _compare(tmp: Path, base: Path, word: str, ops, must_plant: bool = False) ->
             shutil.rmtree(work)
         shutil.copytree(base, work)
         (work / "ops.json").write_text(json.dumps(ops))
-        out = _run(work, word, side == "exact", ["python3", str(GUEST)])
+        out, stats = _run(work, word, side == "exact", ["python3", str(GUEST)])
         files = {p.name: p.read_bytes() for p in sorted(work.iterdir())
                  if p.suffix in (".img", ".cow")}
-        results[side] = (out, files, (work / "planted.txt").read_text())
-    (fast_out, fast_files, planted), (exact_out, exact_files, none) = (results["fast"],
-                                                                        results["exact"])
+        results[side] = (out, files, (work / "planted.txt").read_text(), stats)
+    (fast_out, fast_files, planted, fast_stats), (exact_out, exact_files, none, exact_stats) = (
+        results["fast"], results["exact"])
     assert fast_out == exact_out
     assert fast_files.keys() == exact_files.keys()
     for name in fast_files:
         assert fast_files[name] == exact_files[name], name
     assert none == ""
+    assert exact_stats["copied"] == exact_stats["planted"] == "0"
     if must_plant:
-        assert planted, "the fast path was never taken"
+        assert planted, "the planted path was never taken"
+        assert int(fast_stats["planted"]) > 0 and int(fast_stats["copied"]) > 0, fast_stats
 
 
 @settings(max_examples=2, deadline=None, derandomize=True, phases=[Phase.generate],
@@ -121,5 +132,6 @@ def test_fixed_sequence_covers_every_range_kind(tmp_path):
 def test_fixed_sequence_raw(tmp_path):
     base, word = _prepare(tmp_path, cow=False)
     ops = [("read", 0, 4096, 0, 0), ("write", 8192, 65536, 0, 1), ("pread", 8192, 65536, 0, 0),
+           ("pwrite", 81920, 131072, 0, 3), ("read", 81920, 131072, 0, 0),
            ("pwrite", SIZE - 512, 1024, 0, 2), ("read", SIZE - 512, 4096, 0, 0)]
     _compare(tmp_path, base, word, ops, must_plant=True)

@@ -217,6 +217,8 @@ class PageCache:
         keep dirty pages and pages under write-back (`keep`; ubdsim's pages are never locked
         or mapped). Returns how many dirty pages were kept (invalidate_inode_pages2_range()
         then fails with EBUSY)."""
+        if not self.pages:
+            return 0                                    # mapping_empty()
         kept = 0
         for index in self._cached(first, last):
             if index in self.dirty:
