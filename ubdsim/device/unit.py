@@ -282,30 +282,16 @@ class Unit:
             return
         geometry = self.cow.geometry
         newly = self._clear_bits(offset // SECTOR_SIZE, length // SECTOR_SIZE)
-        segments = self._cowify_request(offset, length)
+        # Every bit already set: no segment writes a word back (cowify_bitmap() found none
+        # clear), so there is nothing to map.
+        segments = self._cowify_request(offset, length) if newly else []
         try:
             self._pwrite(self.fd, data, geometry.data_offset + offset)
         except DeviceIOError as err:
             self._finish_failed(offset, data, segments, newly, err.written)
             raise
-        if self.events.io_active:
-            self.events.emit("hostwrite", self.number, file=self.path,
-                             file_offset=geometry.data_offset + offset, data=data)
         for file_offset, words in self._word_spans(segments):
             self._pwrite(self.fd, words, file_offset, "bitmap")
-            if self.events.io_active:
-                self.events.emit("hostwrite", self.number, file=self.path,
-                                 file_offset=file_offset, data=words)
-        if self.events.io_active:
-            # The kernel's steps, segment by segment: data, then its write-back (if any).
-            word = self.profile.device.bitmap_word
-            for start, size, index in segments:
-                self.events.emit("write", self.number, target="cow", offset=start,
-                                 file_offset=geometry.data_offset + start, length=size)
-                if index is not None:
-                    self.events.emit("bitmap", self.number,
-                                     file_offset=geometry.bitmap_offset + index * word,
-                                     length=2 * word, first_sector=start // SECTOR_SIZE)
 
     def _write_segments(self, offset: int, data: bytes | bytearray | memoryview) -> None:
         """The kernel's own host calls, in its order, for while the lab records or injects:
@@ -447,7 +433,15 @@ class Unit:
         segment_bytes = rules.segment_bytes
         end = offset + length
         segments: list[tuple[int, int, int | None]] = []
-        for request in range(offset, end, step):
+        if clear and clear == full and step % segment_bytes == 0:
+            # A fresh range (the common case, and the costly one): every segment writes back,
+            # and every request but the last is whole segments.
+            starts = range(offset, end, segment_bytes)
+            segments = [(start, min(segment_bytes, end - start), (start >> 9) // word_bits)
+                        for start in starts]
+            if guard is not None and segments[-1][2] >= guard:
+                segments = [(a, n, i - 1 if i == guard else i) for a, n, i in segments]
+        for request in range(offset, end, step) if not segments else ():
             request_end = min(request + step, end)
             for start in range(request, request_end, segment_bytes):
                 size = min(segment_bytes, request_end - start)
