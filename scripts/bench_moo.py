@@ -10,10 +10,11 @@ bytes: the scattered pattern a guest's page cache produces. Then, once each and 
 in one run (page cache warm for both: the files were just written; `sync` before each so no
 tool pays for earlier writeback):
   uml_moo COW a.img        and        ubdsim moo COW b.img
+  ubdsim moo -t unsafe COW d.img      (no fsync, as uml_moo and qemu-img convert's default)
 and, as the floor of any durable merge on this disk, the host copying the backing file:
   cp backing c.img && sync c.img      (coreutils: copy_file_range, then fsync)
 ubdsim starts from a bytecode cache, as an installed tool does (bench_rows.ubdsim_env()).
-The two outputs are compared byte for byte and their holes (SEEK_DATA, all but the last
+The three outputs are compared byte for byte and their holes (SEEK_DATA, all but the last
 block, which uml_moo always writes), and the wall-clock times and their ratio printed
 (--json: the rows of scripts/bench_rows.py). The machine may be shared: run it once, not in a
 loop.
@@ -98,9 +99,10 @@ def same_holes(a: str, b: str) -> bool:
     return maps[0] == maps[1]
 
 
-def measure(work: str, size_mib: int, dirty: float, say) -> tuple[float, float, float, bool]:
-    """(uml_moo seconds, ubdsim seconds, cp + sync seconds, outputs identical with the same
-    holes)."""
+def measure(work: str, size_mib: int, dirty: float,
+            say) -> tuple[float, float, float, float, bool]:
+    """(uml_moo seconds, ubdsim seconds, cp + sync seconds, ubdsim -t unsafe seconds, outputs
+    identical with the same holes)."""
     size = size_mib << 20
     rng = np.random.default_rng(1)
     say(f"set-up: {size_mib} MiB backing, {dirty:.0%} of 4 KiB blocks dirty ...")
@@ -112,11 +114,12 @@ def measure(work: str, size_mib: int, dirty: float, say) -> tuple[float, float, 
     t_uml = timed(["uml_moo", "cow", "a.img"], work)
     t_ubd = timed(ubdsim, work, ubdsim_env(ROOT))
     t_cp = timed(["sh", "-c", "cp backing c.img && sync c.img"], work)
-    a, b = os.path.join(work, "a.img"), os.path.join(work, "b.img")
-    identical = same_content(a, b) and same_holes(a, b)
-    for name in ("a.img", "b.img", "c.img", "cow", "backing"):
+    t_unsafe = timed([*ubdsim[:-2], "-t", "unsafe", "cow", "d.img"], work, ubdsim_env(ROOT))
+    a, b, d = (os.path.join(work, name) for name in ("a.img", "b.img", "d.img"))
+    identical = all(same_content(a, x) and same_holes(a, x) for x in (b, d))
+    for name in ("a.img", "b.img", "c.img", "d.img", "cow", "backing"):
         os.unlink(os.path.join(work, name))
-    return t_uml, t_ubd, t_cp, identical
+    return t_uml, t_ubd, t_cp, t_unsafe, identical
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,15 +138,18 @@ def main(argv: list[str] | None = None) -> int:
     rows, ok = [], True
     try:
         for dirty in (float(x) for x in args.dirty.split(",")):
-            t_uml, t_ubd, t_cp, identical = measure(work, args.size_mib, dirty, say)
+            t_uml, t_ubd, t_cp, t_unsafe, identical = measure(work, args.size_mib, dirty, say)
             ok = ok and identical
             figure = f"moo {args.size_mib} MiB, {dirty:.0%} dirty"
             rows.append(row(figure, "s", round(t_ubd, 3), round(t_uml, 3), "uml_moo", "lower"))
             rows.append(row(figure, "s", round(t_ubd, 3), round(t_cp, 3), "host cp + sync",
                             "lower"))
+            rows.append(row(f"{figure}, -t unsafe", "s", round(t_unsafe, 3), round(t_uml, 3),
+                            "uml_moo", "lower"))
             say(f"uml_moo     {t_uml:8.2f} s   (never fsyncs: its image is not on disk yet)")
             say(f"ubdsim moo  {t_ubd:8.2f} s   (includes Python start-up and the final fsync)")
             say(f"cp + sync   {t_cp:8.2f} s   (the host copying the backing file durably)")
+            say(f"-t unsafe   {t_unsafe:8.2f} s   (ubdsim without its fsync, like uml_moo)")
             say(f"ratio       {t_ubd / t_uml:8.2f}   (ubdsim / uml_moo; below 1 means ubdsim is faster)")
             say(f"            {t_ubd / t_cp:8.2f}   (ubdsim / cp + sync)")
             say(f"outputs     {'identical, same holes' if identical else 'DIFFERENT'}")

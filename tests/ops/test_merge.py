@@ -216,3 +216,38 @@ def test_an_interrupted_new_merge_leaves_nothing_behind(tmp):
     with pytest.raises(KeyboardInterrupt):
         merge_new("cow", "out.img", chunk_bytes=SS, progress=interrupt)
     assert sorted(os.listdir(".")) == ["backing", "cow"]
+
+
+def test_cache_unsafe_writes_the_same_image_without_a_host_sync(tmp):
+    """moo -t unsafe (qemu-img convert's default output cache mode; uml_moo never syncs) makes
+    the same file as the default and as uml_moo, and the sync-logging preload (the host-sync
+    oracle of kernel_ref/sync_log.py) sees no fsync of it or of its directory, where the
+    default -t writeback fsyncs both."""
+    from kernel_ref.sync_log import LOG_VARIABLE, SYNC_CALLS, read_log, require_library
+    library = require_library()
+    make_case(3, 4 << 20, seed=41)
+    assert run(["uml_moo", "cow", "oracle.img"]).returncode == 0
+    synced = {}
+    for mode in ("writeback", "unsafe"):
+        log = tmp / f"{mode}.log"
+        env = dict(os.environ, LD_PRELOAD=str(library), **{LOG_VARIABLE: str(log)})
+        r = run([UBDSIM, "moo", "-t", mode, "cow", f"{mode}.img"], env=env)
+        assert r.returncode == 0, r.stderr
+        synced[mode] = [(c.call, os.path.basename(c.path)) for c in read_log(log)
+                        if c.call in SYNC_CALLS]
+    assert open("unsafe.img", "rb").read() == open("writeback.img", "rb").read() \
+        == open("oracle.img", "rb").read()
+    assert extent_map("unsafe.img") == extent_map("writeback.img")
+    assert synced["unsafe"] == []
+    assert ("fsync", os.path.basename(str(tmp))) in synced["writeback"], synced
+    assert any(name.startswith(".writeback.img") or name == "writeback.img"
+               for call, name in synced["writeback"] if call == "fsync"), synced
+
+
+def test_cache_mode_goes_with_newfile_only(tmp):
+    make_case(3, 1 << 20, seed=42)
+    r = run([UBDSIM, "moo", "-t", "unsafe", "-d", "cow"])
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "-t goes with NEWFILE" in r.stderr
+    r = run([UBDSIM, "moo", "-t", "none", "cow", "x.img"])
+    assert r.returncode == 2 and not os.path.exists("x.img")

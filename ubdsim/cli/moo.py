@@ -1,6 +1,6 @@
 """Merge a COW file with its backing file, like uml_moo but safer.
 
-  ubdsim moo [-b ACTUAL_BACKING] COW NEWFILE     write the merged image to NEWFILE
+  ubdsim moo [-b ACTUAL_BACKING] [-t CACHE] COW NEWFILE   write the merged image to NEWFILE
   ubdsim moo [-b ACTUAL_BACKING] -d COW          write the COW's sectors into the backing file
   ubdsim moo --chain [-f] COW NEWFILE            merge a whole chain of COW files into NEWFILE
   ubdsim moo --chain -d COW                      merge the top layer into the COW layer below
@@ -18,6 +18,11 @@ Unlike uml_moo:
   are not written), fsynced and renamed into place: a crash leaves no half image behind; the
   host kernel does the copying (copy_file_range: a reflink where the file system shares
   extents; scripts/bench_moo.py times it against uml_moo);
+- -t CACHE, qemu-img convert's option for its output: `writeback` (ubdsim's default) fsyncs
+  NEWFILE and its directory before and after the rename; `unsafe` (qemu-img convert's
+  default, and what uml_moo does: it never syncs) leaves that to the host's write-back, so
+  a crashed ubdsim still leaves no half NEWFILE, but a power cut soon after may. -d always
+  syncs (its journal's crash safety rests on it);
 - -d writes only the sectors marked in the COW file, and is safe to re-run after a crash:
   a journal (.COW.ubdsim-merge next to the COW file) is fsynced before the first write and
   removed after the final fsync; a re-run that finds it accepts the backing file's changed
@@ -64,6 +69,7 @@ from .render import merge_text, to_json
 from .status import ERROR, OK, USAGE
 
 LISTED = 10                      # other COW files named one by one at the prompt
+CACHE_MODES = ("writeback", "unsafe")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -72,6 +78,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-d", "--in-place", action="store_true",
                         help="merge destructively into the backing file (crash-safe to re-run)")
     parser.add_argument("-f", "--force", action="store_true", help="replace an existing NEWFILE")
+    parser.add_argument("-t", dest="cache", choices=CACHE_MODES, default="writeback",
+                        help="NEWFILE's cache mode, as qemu-img convert -t: writeback (default) "
+                             "fsyncs it before it is renamed into place, unsafe does not "
+                             "(like uml_moo)")
     parser.add_argument("--json", action="store_true", help="print a JSON summary")
     parser.add_argument("--chain", action="store_true",
                         help="ubdsim's own: merge a chain of COW files (backing files that are "
@@ -97,6 +107,10 @@ def run(args: argparse.Namespace) -> int:
         print("ubdsim moo: usage: -b does not combine with --chain (each layer's header names "
               "the one below it)", file=sys.stderr)
         return USAGE
+    if args.cache != "writeback" and args.in_place:
+        print("ubdsim moo: usage: -t goes with NEWFILE (-d always syncs: its journal's crash "
+              "safety rests on it)", file=sys.stderr)
+        return USAGE
     if args.also_check and not args.in_place:
         print("ubdsim moo: usage: --also-check goes with -d (only a merge into the backing "
               "file changes it)", file=sys.stderr)
@@ -113,13 +127,14 @@ def run(args: argparse.Namespace) -> int:
             result = merge_chain_down(args.cow, progress=bar, confirm=confirm,
                                       also_check=args.also_check)
         elif args.chain:
-            result = merge_chain_new(args.cow, args.newfile, force=args.force, progress=bar)
+            result = merge_chain_new(args.cow, args.newfile, force=args.force, progress=bar,
+                                     sync=args.cache == "writeback")
         elif args.in_place:
             result = merge_in_place(args.cow, backing=args.backing, progress=bar,
                                     confirm=confirm, also_check=args.also_check)
         else:
             result = merge_new(args.cow, args.newfile, backing=args.backing,
-                               force=args.force, progress=bar)
+                               force=args.force, progress=bar, sync=args.cache == "writeback")
     finally:
         bar.close()
     print(to_json(result) if args.json else merge_text(result))

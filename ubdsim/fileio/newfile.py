@@ -114,7 +114,7 @@ def _unlink_quietly(path: bytes) -> None:
 
 
 @contextmanager
-def new_file_beside(target: bytes | str, *, exclusive: bool) -> Iterator[int]:
+def new_file_beside(target: bytes | str, *, exclusive: bool, sync: bool = True) -> Iterator[int]:
     """An fd of a temporary file in `target`'s directory, published as `target` on success.
 
     On a clean exit the file is fsynced and put in place, by link() when `exclusive` (EEXIST
@@ -122,6 +122,8 @@ def new_file_beside(target: bytes | str, *, exclusive: bool) -> Iterator[int]:
     the old file survives); then the directory is fsynced. On any exception the temporary
     file is removed and `target` is untouched. The mode is CREATE_MODE less the umask.
     Errors of the temporary file itself name `target`, the name the user knows.
+    `sync=False` (qemu-img's cache=unsafe) skips both fsyncs: a crashed process still leaves
+    `target` whole or untouched, but a power cut may leave it incomplete.
     """
     target_b = os.fsencode(target)
     directory = os.path.dirname(target_b) or b"."
@@ -138,7 +140,8 @@ def new_file_beside(target: bytes | str, *, exclusive: bool) -> Iterator[int]:
         os.fchmod(fd, CREATE_MODE & ~umask)
         yield fd
         try:
-            os.fsync(fd)
+            if sync:
+                os.fsync(fd)
             if exclusive:
                 os.link(temp, target_b)
             else:
@@ -148,7 +151,8 @@ def new_file_beside(target: bytes | str, *, exclusive: bool) -> Iterator[int]:
         published = True
         if exclusive:
             os.unlink(temp)
-        fsync_directory(directory)
+        if sync:
+            fsync_directory(directory)
     finally:
         if fd >= 0:
             os.close(fd)

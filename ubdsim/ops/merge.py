@@ -244,8 +244,10 @@ def _marked_byte_ranges(image: CowImage, first: int = 0) -> Iterator[tuple[int, 
 
 
 def merge_new(cow: str, output: str, *, backing: str | None = None, force: bool = False,
-              chunk_bytes: int = CHUNK_BYTES, progress: Progress | None = None) -> MergeResult:
-    """Write the merged image to the new file `output` (uml_moo COW NEWFILE)."""
+              chunk_bytes: int = CHUNK_BYTES, progress: Progress | None = None,
+              sync: bool = True) -> MergeResult:
+    """Write the merged image to the new file `output` (uml_moo COW NEWFILE); `sync=False`
+    publishes it without an fsync (moo -t unsafe: uml_moo never syncs either)."""
     started = time.monotonic()
     with CowImage.open(cow) as image:
         lock_file(image.fd, shown(cow), exclusive=False)
@@ -258,7 +260,7 @@ def merge_new(cow: str, output: str, *, backing: str | None = None, force: bool 
             size = image.geometry.size
             written = 0
             with named_write_errors(output), \
-                    new_file_beside(output, exclusive=False) as ofd:
+                    new_file_beside(output, exclusive=False, sync=sync) as ofd:
                 exact_from = 0           # the fast path's end: the exact loop does the rest
                 if merge_fast.fits(image, bfd):
                     exact_from = merge_fast.mapped_end(image, backing_bytes)
@@ -462,16 +464,18 @@ def _chain_counts(stk, size: int) -> tuple[int, int]:
 
 
 def merge_chain_new(cow: str, output: str, *, force: bool = False, chunk_bytes: int = CHUNK_BYTES,
-                    progress: Progress | None = None) -> MergeResult:
+                    progress: Progress | None = None, sync: bool = True) -> MergeResult:
     """`moo --chain COW NEWFILE`: the whole chain's device, as `run --chain` shows it, written
-    to a new file (sparse, fsynced, renamed into place). Its size is the raw bottom's."""
+    to a new file (sparse, fsynced unless not `sync`, renamed into place). Its size is the raw
+    bottom's."""
     started = time.monotonic()
     with open_chain(cow) as stk:
         layers = [stk.path_of(n) for n in range(stk.depth + 1)]
         refuse_output(output, force, tuple(layers))
         size = stk.size
         written = 0
-        with named_write_errors(output), new_file_beside(output, exclusive=False) as ofd:
+        with named_write_errors(output), new_file_beside(output, exclusive=False,
+                                                         sync=sync) as ofd:
             buf = memoryview(bytearray(chunk_bytes))
             streams = [data_extents(stk.bottom_fd, 0, size)]
             for image in stk.images:
