@@ -4,7 +4,10 @@
 The same dd workloads run (1) inside linux.uml on ubd0 over a fresh COW file, (2) under
 `ubdsim run --kernel 6.1` over a fresh COW file of the same kind, and (3) with plain dd on a
 host file (the ceiling). Workloads: 4 KiB O_DIRECT sequential write and read, 1 MiB O_DIRECT
-sequential write and read. It also measures the cost of one ptrace stop (an intercepted call
+sequential write and read, and a buffered sequential read of a range only the backing file
+holds, in 128 KiB reads as cat makes them (the host's is a dd of the backing file's same
+range: the file was just written, so the host serves it from its page cache, as it does
+ubdsim's reads of it). It also measures the cost of one ptrace stop (an intercepted call
 that is passed through, and one that is emulated on a device descriptor).
 
 It also times an empty linux.uml boot (median of 5) and says whether the XSAVE fix is
@@ -35,15 +38,19 @@ WORKLOADS = [  # name, dd arguments (DEV is replaced), bytes moved computed from
     ("4k-direct-read", "if=DEV of=/dev/null bs=4k count={small4k} iflag=direct"),
     ("1m-direct-write", "if=/dev/zero of=DEV bs=1M count={bigm} oflag=direct conv=notrunc"),
     ("1m-direct-read", "if=DEV of=/dev/null bs=1M count={bigm} iflag=direct"),
+    ("backing-buffered-read", "if=BACK of=/dev/null bs=128k skip={skip} count={count}"),
 ]
 COPIED = re.compile(r"^(\d+) bytes .* copied, ([0-9.]+) s", re.M)
 ROOT = Path(__file__).resolve().parent.parent
 UBDSIM = [str(ROOT / ".venv/bin/python"), "-m", "ubdsim"]
 
 
-def dd_lines(dev: str, small4k: int, bigm: int) -> list[str]:
-    return [f"dd {args.format(small4k=small4k, bigm=bigm).replace('DEV', dev)}"
-            for _, args in WORKLOADS]
+def dd_lines(dev: str, small4k: int, bigm: int, back: str | None = None) -> list[str]:
+    """The workloads on `dev`; the backing-only read reads `back` (default `dev`) past the
+    range the writes touched (the device is twice as large as the larger of them)."""
+    span = max(small4k // 256, bigm)           # MiB the writes may have touched
+    return [f"dd {args.format(small4k=small4k, bigm=bigm, skip=span * 8, count=span * 8)}"
+            .replace('DEV', dev).replace('BACK', back or dev) for _, args in WORKLOADS]
 
 
 def parse_rates(text: str) -> list[float]:
@@ -115,8 +122,12 @@ def main() -> int:
     work = Path(args.keep or tempfile.mkdtemp(prefix="ubdsim-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     size = max(args.small_mib, args.big_mib) * 2 << 20
-    with open(work / "backing.img", "wb") as f:
-        f.truncate(size)
+    with open(work / "backing.img", "wb") as f:   # first half a hole, second half data
+        f.truncate(size // 2)
+        f.seek(size // 2)
+        chunk = bytes(range(256)) * 4096
+        for _ in range(size // 2 >> 20):
+            f.write(chunk)
     with open(work / "native.img", "wb") as f:     # allocated, like a written COW data area
         chunk = bytes(1 << 20)
         for _ in range(size >> 20):
@@ -128,7 +139,8 @@ def main() -> int:
         boot_seconds = uml_boot_seconds(work)
         uml = run_uml(work, "\n".join(dd_lines("/dev/ubda", small4k, bigm)) + "\n")
         sim = run_ubdsim(work, "\n".join(dd_lines("/dev/ubda", small4k, bigm)) + "\n")
-        native = run_native(work, "\n".join(dd_lines("native.img", small4k, bigm)) + "\n")
+        native = run_native(work, "\n".join(dd_lines("native.img", small4k, bigm,
+                                                     "backing.img")) + "\n")
         native_call, passthrough, emulated = stop_cost(work)
     finally:
         if not args.keep:
