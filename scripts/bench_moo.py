@@ -18,6 +18,12 @@ The three outputs are compared byte for byte and their holes (SEEK_DATA, all but
 block, which uml_moo always writes), and the wall-clock times and their ratio printed
 (--json: the rows of scripts/bench_rows.py). The machine may be shared: run it once, not in a
 loop.
+
+Then the same again on a fresh XFS with reflink=1 on a loop device (tests/mounts.py; root and
+mkfs.xfs needed, --no-xfs to leave it out): there the host's copy_file_range() shares the
+backing file's extents instead of copying them (the issue's "reflinks where the file system
+has them"), so ubdsim's time is what deciding the holes and writing the COW's sectors cost,
+while uml_moo still reads and writes every sector.
 """
 from __future__ import annotations
 
@@ -28,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -129,35 +136,62 @@ def main(argv: list[str] | None = None) -> int:
                         help="dirty fractions, comma-separated (default 0.10,0.01)")
     parser.add_argument("--dir", default=None, help="scratch directory (default: a new one in /tmp)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON rows")
+    parser.add_argument("--no-xfs", action="store_true",
+                        help="leave out the runs on a loop-mounted XFS with reflinks")
     args = parser.parse_args(argv)
     if shutil.which("uml_moo") is None or shutil.which("uml_mkcow") is None:
         sys.exit("bench: uml_moo/uml_mkcow not installed (Debian: uml-utilities)")
     say = (lambda text: print(text, file=sys.stderr, flush=True)) if args.json else \
         (lambda text: print(text, flush=True))
     work = tempfile.mkdtemp(prefix="bench-moo-", dir=args.dir)
-    rows, ok = [], True
+    rows: list[dict] = []
     try:
-        for dirty in (float(x) for x in args.dirty.split(",")):
-            t_uml, t_ubd, t_cp, t_unsafe, identical = measure(work, args.size_mib, dirty, say)
-            ok = ok and identical
-            figure = f"moo {args.size_mib} MiB, {dirty:.0%} dirty"
-            rows.append(row(figure, "s", round(t_ubd, 3), round(t_uml, 3), "uml_moo", "lower"))
-            rows.append(row(figure, "s", round(t_ubd, 3), round(t_cp, 3), "host cp + sync",
-                            "lower"))
-            rows.append(row(f"{figure}, -t unsafe", "s", round(t_unsafe, 3), round(t_uml, 3),
-                            "uml_moo", "lower"))
-            say(f"uml_moo     {t_uml:8.2f} s   (never fsyncs: its image is not on disk yet)")
-            say(f"ubdsim moo  {t_ubd:8.2f} s   (includes Python start-up and the final fsync)")
-            say(f"cp + sync   {t_cp:8.2f} s   (the host copying the backing file durably)")
-            say(f"-t unsafe   {t_unsafe:8.2f} s   (ubdsim without its fsync, like uml_moo)")
-            say(f"ratio       {t_ubd / t_uml:8.2f}   (ubdsim / uml_moo; below 1 means ubdsim is faster)")
-            say(f"            {t_ubd / t_cp:8.2f}   (ubdsim / cp + sync)")
-            say(f"outputs     {'identical, same holes' if identical else 'DIFFERENT'}")
+        ok = run_all(work, args, "", rows, say)
+        if not args.no_xfs:
+            ok = on_xfs(work, args, rows, say) and ok
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if args.json:
         print_rows(rows)
     return 0 if ok else 1
+
+
+def on_xfs(work: str, args, rows: list[dict], say) -> bool:
+    """run_all() on a loop-mounted XFS with reflinks made in `work`."""
+    from tests.mounts import xfs_reflink
+    if os.geteuid() != 0 or shutil.which("mkfs.xfs") is None:
+        say("xfs: left out (needs root and mkfs.xfs: make setup installs xfsprogs)")
+        return True
+    size = f"{args.size_mib * 5 + 512}m"          # backing, cow, three images, slack
+    try:
+        with xfs_reflink(Path(work) / "xfs", size) as mount:
+            say(f"on a loop-mounted XFS (reflink=1) at {mount}:")
+            return run_all(str(mount), args, ", xfs reflink", rows, say)
+    except subprocess.CalledProcessError as err:
+        say(f"xfs: left out ({err.cmd[0]} failed: {(err.stderr or b'').decode().strip()})")
+        return True
+
+
+def run_all(work: str, args, where: str, rows: list[dict], say) -> bool:
+    """measure() for each dirty fraction in `work`; rows appended, figures suffixed `where`."""
+    ok = True
+    for dirty in (float(x) for x in args.dirty.split(",")):
+        t_uml, t_ubd, t_cp, t_unsafe, identical = measure(work, args.size_mib, dirty, say)
+        ok = ok and identical
+        figure = f"moo {args.size_mib} MiB, {dirty:.0%} dirty{where}"
+        rows.append(row(figure, "s", round(t_ubd, 3), round(t_uml, 3), "uml_moo", "lower"))
+        rows.append(row(figure, "s", round(t_ubd, 3), round(t_cp, 3), "host cp + sync",
+                        "lower"))
+        rows.append(row(f"{figure}, -t unsafe", "s", round(t_unsafe, 3), round(t_uml, 3),
+                        "uml_moo", "lower"))
+        say(f"uml_moo     {t_uml:8.2f} s   (never fsyncs: its image is not on disk yet)")
+        say(f"ubdsim moo  {t_ubd:8.2f} s   (includes Python start-up and the final fsync)")
+        say(f"cp + sync   {t_cp:8.2f} s   (the host copying the backing file durably)")
+        say(f"-t unsafe   {t_unsafe:8.2f} s   (ubdsim without its fsync, like uml_moo)")
+        say(f"ratio       {t_ubd / t_uml:8.2f}   (ubdsim / uml_moo; below 1 means ubdsim is faster)")
+        say(f"            {t_ubd / t_cp:8.2f}   (ubdsim / cp + sync)")
+        say(f"outputs     {'identical, same holes' if identical else 'DIFFERENT'}")
+    return ok
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@
 #           chromium (headless, for tests/show: the lesson page rendered as a teacher
 #           projects it; ~81 MB download, ~290 MB installed, 23 packages without recommends),
 #           python3 + python3-venv when no Python 3.11 with venv is on the machine,
-#           gcc + libc6-dev when no C compiler with the C library headers is there
+#           gcc + libc6-dev when no C compiler with the C library headers is there,
+#           xfsprogs (mkfs.xfs: a loop-mounted XFS with reflinks, where moo's copy_file_range
+#           shares extents: tests/ops/test_merge_reflink.py, scripts/bench_moo.py)
 #   build/uml_xstate_fix.so: the XSAVE fix that lets linux.uml boot on AMX hosts
 #           (kernel_ref/native/uml_xstate_fix.c; kernel_ref/xstate.py decides when to use it)
 #   build/uml_sync_log.so: logs host fsync/fdatasync/sync/... calls of linux.uml and of
@@ -24,7 +26,7 @@ need_pkgs=()
 for spec in e2fsprogs:mkfs.ext4 uml-utilities:uml_mkcow user-mode-linux:linux.uml \
             qemu-utils:qemu-img busybox-static:busybox fdisk:sfdisk \
             qemu-system-x86:qemu-system-x86_64 strace:strace python3-libnbd:nbdsh \
-            chromium:chromium; do
+            chromium:chromium xfsprogs:mkfs.xfs; do
     pkg=${spec%%:*}; bin=${spec##*:}
     command -v "$bin" >/dev/null 2>&1 || need_pkgs+=("$pkg")
 done
