@@ -190,7 +190,9 @@ class Tracer:
                 if rc < 0:
                     if rc == -errno.EINTR:
                         continue
-                    return                      # ECHILD: no traced process is left
+                    if rc == -errno.ECHILD:
+                        return                  # no traced process is left
+                    raise OSError(-rc, os.strerror(-rc))
                 tid, status = state.tid, state.status
                 try:
                     if rc == 0:
