@@ -33,6 +33,9 @@ def xfs(tmp_path, monkeypatch):
     except subprocess.CalledProcessError as err:
         pytest.fail(f"cannot make a loop-mounted XFS with reflinks here: {err.cmd[0]}: "
                     f"{(err.stderr or b'').decode().strip()}")
+    except FileNotFoundError as err:
+        pytest.fail(f"cannot make a loop-mounted XFS with reflinks here: {err.filename} is "
+                    "missing (make setup installs xfsprogs)")
 
 
 def test_moo_shares_the_backing_files_extents_and_writes_uml_moos_image(xfs):
