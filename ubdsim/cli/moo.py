@@ -19,7 +19,7 @@ Unlike uml_moo:
   host kernel does the copying (copy_file_range: a reflink where the file system shares
   extents; scripts/bench_moo.py times it against uml_moo);
 - -t CACHE, qemu-img convert's option for its output: `writeback` (ubdsim's default) fsyncs
-  NEWFILE and its directory before and after the rename; `unsafe` (qemu-img convert's
+  NEWFILE before the rename and its directory after it; `unsafe` (qemu-img convert's
   default, and what uml_moo does: it never syncs) leaves that to the host's write-back, so
   a crashed ubdsim still leaves no half NEWFILE, but a power cut soon after may. -d always
   syncs (its journal's crash safety rests on it);
