@@ -1,4 +1,5 @@
-"""Suite-wide hooks: the oracle's state in one line at the start, and one-line oracle failures.
+"""Suite-wide hooks: the oracle's state in one line at the start, and one-line oracle failures;
+and the `tmp` fixture of the tool tests (the test's own directory, made the working one).
 
 Every test that needs the real kernel boots it through kernel_ref.launcher, which raises
 KernelUnavailable when linux.uml cannot run on this host. Such a test fails (it never skips:
@@ -9,6 +10,14 @@ from __future__ import annotations
 import pytest
 
 from kernel_ref import launcher
+
+
+@pytest.fixture
+def tmp(tmp_path, monkeypatch):
+    """tmp_path as the working directory: the tools are run on relative file names, as a
+    user types them (a module may define its own `tmp` that also makes files there)."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
 
 
 def pytest_sessionstart(session) -> None:

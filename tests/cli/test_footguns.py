@@ -42,12 +42,6 @@ def ubdsim(*argv: str) -> subprocess.CompletedProcess:
     return subprocess.run([UBDSIM, *argv], capture_output=True, text=True, timeout=WAIT)
 
 
-@pytest.fixture
-def tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 # -- 1. mkcow -f over the backing file, a locked COW file, a file that is not a COW file ---------
 
 def test_mkcow_force_never_replaces_its_own_backing_file(tmp):

@@ -14,12 +14,6 @@ import pytest
 from tests.cow.builders import UBDSIM, build_cow, random_file, run, spec_geometry
 
 
-@pytest.fixture
-def tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 def info(path="cow", *extra):
     r = run([UBDSIM, "info", "--json", *extra, path])
     assert r.returncode == 0, r.stderr

@@ -13,18 +13,10 @@ import json
 import os
 import subprocess
 
-import pytest
-
 from tests.cow.builders import UBDSIM, build_cow, random_file, run
 
 SS = 512
 PAST = 1_000_000_000
-
-
-@pytest.fixture
-def tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 def ubdsim(*argv: str) -> subprocess.CompletedProcess:

@@ -18,12 +18,6 @@ from ubdsim.cow.create import create_cow
 SIZES = [0, 512, 4608, 5000, 4194304 + 100, 64 << 20]
 
 
-@pytest.fixture
-def tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 def _same_file(a, b):
     assert open(a, "rb").read() == open(b, "rb").read()
     assert extent_map(a) == extent_map(b)

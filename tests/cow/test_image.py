@@ -9,18 +9,10 @@ from __future__ import annotations
 import os
 import random
 
-import pytest
-
 from tests.cow.builders import build_cow, random_file, run
 from ubdsim.cow.image import CowImage, data_extents, merge_intervals
 
 SS = 512
-
-
-@pytest.fixture
-def tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 def test_reads_through_the_bitmap_at_any_offset_and_length(tmp):

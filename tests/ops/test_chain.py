@@ -8,18 +8,10 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 from tests.cow.builders import pack_spec_header, random_file, run
 from ubdsim.ops.chain import MAX_DEPTH, walk_chain
 
 MIB = 1 << 20
-
-
-@pytest.fixture
-def tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 def header_file(path: str, backing: str, *, version: int = 3, size: int = MIB,

@@ -47,12 +47,6 @@ GUESTS = [
 ]
 
 
-@pytest.fixture
-def tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 def payload(guest: int, first: int, count: int) -> bytes:
     return random.Random(f"guest{guest}-{first}").randbytes(count * BLOCK)
 

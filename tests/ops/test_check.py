@@ -38,12 +38,6 @@ def ids(report: dict) -> dict[str, str]:
     return {f["id"]: f["severity"] for f in report["findings"]}
 
 
-@pytest.fixture
-def tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 def _boot(tmp, options: list[str], body: str) -> launcher.KernelRun:
     result = launcher.boot(options, script=GUEST_DEVICES.format(d=tmp) + body, cwd=tmp, timeout=120)
     assert result.status == 0, result.problem

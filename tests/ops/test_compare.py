@@ -20,12 +20,6 @@ DATA = [(0, 8192), (100 << 10, 300 << 10), (SIZE - 4096, 4096)]
 WRITES = [(4096, 4096), (200 << 10, 64 << 10), (3 << 20, 512)]
 
 
-@pytest.fixture
-def tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 def moo(cow: str, out: str) -> None:
     done = run(["uml_moo", cow, out])
     assert done.returncode == 0, done.stdout + done.stderr

@@ -20,12 +20,6 @@ WRITES = [(0, 512), (4096, 3 * 512), (150 << 10, 100 << 10), (2 << 20, 64 << 10)
 ZERO_WRITES = [(2 << 20 | 256 << 10, 8192)]          # marked zeros over backing data
 
 
-@pytest.fixture
-def tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 def ubdsim(*args: str) -> dict:
     done = run([UBDSIM, *args])
     assert done.returncode == 0, done.stdout + done.stderr

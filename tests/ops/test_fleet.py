@@ -31,12 +31,6 @@ WORKLOAD = ("yes {n} | head -c 8192 | dd of={dev} bs=4096 seek=$(( {n} * 37 )) c
             "conv=notrunc status=none")
 
 
-@pytest.fixture
-def tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 def fleet(*argv: str) -> subprocess.CompletedProcess:
     return subprocess.run([UBDSIM, "fleet", *argv], capture_output=True, text=True,
                           stdin=subprocess.DEVNULL, timeout=600)

@@ -25,12 +25,6 @@ CLUSTER = 64 << 10
 PATTERN = 0x5A
 
 
-@pytest.fixture
-def tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 # -- helpers shared with test_compare.py and test_convert.py (imported by name) ---------------
 def sparse_backing(path: str, size: int, data: list[tuple[int, int]], seed: int = 1) -> None:
     """A raw file of `size` bytes: seeded random bytes at the (offset, length) `data` ranges,

@@ -21,12 +21,6 @@ from ubdsim.ops.merge import journal_path, merge_in_place, merge_new
 SS = 512
 
 
-@pytest.fixture
-def tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 def make_case(version: int, size: int, seed: int, broken: bool = False, nmarks: int = 12):
     """A backing file (random, with a hole and a zero stretch) and a COW over it with marks on
     the first, last and random sectors; some marked sectors hold zeros. Returns (marks, geo)."""

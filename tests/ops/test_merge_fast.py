@@ -15,7 +15,6 @@ import os
 import random
 import shutil
 
-import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from tests.cow.builders import build_cow, extent_map, run
@@ -24,12 +23,6 @@ from ubdsim.ops.merge_fast import WINDOW
 
 SS = 512
 BLOCK = 4096
-
-
-@pytest.fixture
-def tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 def uml_moo(*args: str) -> None:

@@ -15,18 +15,10 @@ import pty
 import shutil
 import subprocess
 
-import pytest
-
 from tests.cow.builders import UBDSIM, build_cow, random_file, run
 
 SS = 512
 MARKS = {s: bytes([s % 250 + 1]) * SS for s in (0, 9, 10, 11, 2047)}
-
-
-@pytest.fixture
-def tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 def sha(path: str) -> str:

@@ -59,12 +59,6 @@ def merged(cow: str, out: str, backing: str | None = None) -> bytes:
     return open(out, "rb").read()
 
 
-@pytest.fixture
-def tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 def _orphaned(name: str) -> None:
     """A COW file whose second data write's bitmap write-back was killed (strace)."""
     assert run(["uml_mkcow", name, "b.img"]).returncode == 0
