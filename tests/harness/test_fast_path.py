@@ -20,6 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
@@ -99,21 +100,13 @@ def _compare(tmp: Path, base: Path, word: str, ops, must_plant: bool = False) ->
         assert int(fast_stats["planted"]) > 0 and int(fast_stats["copied"]) > 0, fast_stats
 
 
+@pytest.mark.parametrize("kind", ["raw", "cow"])
 @settings(max_examples=2, deadline=None, derandomize=True, phases=[Phase.generate],
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops=ops_strategy)
-def test_raw_unit(tmp_path_factory, ops):
-    tmp = tmp_path_factory.mktemp("raw")
-    base, word = _prepare(tmp, cow=False)
-    _compare(tmp, base, word, ops)
-
-
-@settings(max_examples=2, deadline=None, derandomize=True, phases=[Phase.generate],
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(ops=ops_strategy)
-def test_cow_unit(tmp_path_factory, ops):
-    tmp = tmp_path_factory.mktemp("cow")
-    base, word = _prepare(tmp, cow=True)
+def test_random_sequences(tmp_path_factory, kind, ops):
+    tmp = tmp_path_factory.mktemp(kind)
+    base, word = _prepare(tmp, cow=kind == "cow")
     _compare(tmp, base, word, ops)
 
 
