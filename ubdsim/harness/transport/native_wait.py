@@ -11,6 +11,7 @@ tracer keeps its Python loop, which answers the same stops the same way, only sl
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import shutil
@@ -21,7 +22,6 @@ from typing import Iterable
 
 SOURCE = Path(__file__).resolve().parent / "native" / "stopwait.c"
 FD_CALLS = 512                      # stopwait.c: the size of its fd_calls table
-_loaded: "ctypes.CDLL | None | bool" = False
 
 
 class WaitState(ctypes.Structure):
@@ -65,23 +65,22 @@ def library_path() -> Path:
     return cache_dir() / f"stopwait-{digest}.so"
 
 
+@functools.cache
 def load() -> ctypes.CDLL | None:
     """The loaded library, built first when needed; None where it cannot be (no compiler,
     an unwritable cache, UBDSIM_PYTHON_WAIT=1 to compare the two loops)."""
-    global _loaded
-    if _loaded is False:
-        _loaded = None
-        if os.environ.get("UBDSIM_PYTHON_WAIT") != "1":
-            try:
-                path = library_path()
-                if path.is_file() or _build(path):
-                    lib = ctypes.CDLL(str(path))
-                    lib.ubd_wait.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
-                    lib.ubd_wait.restype = ctypes.c_int
-                    _loaded = lib
-            except OSError:
-                _loaded = None
-    return _loaded or None
+    if os.environ.get("UBDSIM_PYTHON_WAIT") == "1":
+        return None
+    try:
+        path = library_path()
+        if not (path.is_file() or _build(path)):
+            return None
+        lib = ctypes.CDLL(str(path))
+    except OSError:
+        return None
+    lib.ubd_wait.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+    lib.ubd_wait.restype = ctypes.c_int
+    return lib
 
 
 def fd_call_table(numbers: Iterable[int]) -> ctypes.Array:

@@ -24,7 +24,7 @@ import os
 import signal
 from typing import Callable, Iterable, Sequence
 
-from ..syscalls.result import Emulated, Fail, NeedsExit, PassThrough, Result
+from ..syscalls.result import Emulated, NeedsExit, PassThrough, Result
 from . import native_wait, notify, ptrace
 from .bpf import FilterInstaller, build_plant_filter
 from .memory import GuestMemory
@@ -155,19 +155,22 @@ class Tracer:
                 return
             finally:
                 self._waiting = False
-            if not os.WIFSTOPPED(status):
-                self._gone(tid, status)
-                continue
-            stop = status >> 8
             try:
-                if stop == _SECCOMP_STOP:
+                if os.WIFSTOPPED(status) and status >> 8 == _SECCOMP_STOP:
                     self._seccomp_stop(tid, get_regs(tid, regs))
-                elif stop == _SYSCALL_STOP:
-                    self._exit_stop(tid)
                 else:
-                    self._other_stop(tid, stop)
+                    self._not_seccomp(tid, status)
             except ProcessLookupError:
                 pass                        # killed while stopped (SIGKILL): exit follows
+
+    def _not_seccomp(self, tid: int, status: int) -> None:
+        """An exit, a syscall-exit stop, or any other stop (events, signals)."""
+        if not os.WIFSTOPPED(status):
+            self._gone(tid, status)
+        elif status >> 8 == _SYSCALL_STOP:
+            self._exit_stop(tid)
+        else:
+            self._other_stop(tid, status >> 8)
 
     def _loop_native(self, lib: ctypes.CDLL) -> None:
         """_loop() with waitpid and the PASS-only stops in C (native/stopwait.c). Python's
@@ -203,14 +206,9 @@ class Tracer:
                             self._seccomp_stop(tid, regs, state)
                         finally:
                             self.hint = None
-                    elif rc == 2:
-                        pass                    # killed while stopped: its exit follows
-                    elif not os.WIFSTOPPED(status):
-                        self._gone(tid, status)
-                    elif status >> 8 == _SYSCALL_STOP:
-                        self._exit_stop(tid)
-                    else:
-                        self._other_stop(tid, status >> 8)
+                    elif rc == 1:
+                        self._not_seccomp(tid, status)
+                    # rc 2: killed while stopped, its exit follows
                 except ProcessLookupError:
                     pass
         finally:
@@ -226,22 +224,19 @@ class Tracer:
         self.stops += 1
         result = self.dispatch(tid, regs)
         kind = type(result)
-        if state is not None and kind is not NeedsExit:
-            state.answer_tid = tid
-            state.answer_cancel = kind is not PassThrough
-            if kind is not PassThrough:
-                state.answer_rax = (result.value if kind is Emulated else -result.errno) & _MASK
-            return
-        if kind is PassThrough:
+        if kind is not NeedsExit:
+            cancel = kind is not PassThrough
+            rax = 0
+            if cancel:
+                rax = (result.value if kind is Emulated else -result.errno) & _MASK
+            if state is not None:
+                state.answer_tid, state.answer_cancel, state.answer_rax = tid, cancel, rax
+                return
+            if cancel:
+                regs.orig_rax, regs.rax = _CANCELLED, rax
+                ptrace.set_regs(tid, regs)
             ptrace.cont(tid)
             return
-        if kind is Emulated or kind is Fail:
-            regs.orig_rax = _CANCELLED
-            regs.rax = (result.value if kind is Emulated else -result.errno) & _MASK
-            ptrace.set_regs(tid, regs)
-            ptrace.cont(tid)
-            return
-        assert kind is NeedsExit
         ptrace.set_regs(tid, result.regs)
         self._pending[tid] = result.on_exit
         ptrace.syscall(tid)
