@@ -7,6 +7,7 @@ ubdsim (it would act on the host), so only the body is shared.
 """
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -15,6 +16,13 @@ from pathlib import Path
 from kernel_ref import launcher
 
 UBDSIM = [sys.executable, "-m", "ubdsim"]
+STATS = re.compile(r"^ubdsim run: stats: (.*)\n", re.M)
+
+
+def split_stats(output: str) -> tuple[str, dict[str, str]]:
+    """`ubdsim run --stats` output: the rest of it, and the stats line's key=value words."""
+    words = STATS.search(output).group(1).split()
+    return STATS.sub("", output), dict(word.split("=") for word in words)
 
 
 @dataclass

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -24,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from .oracle import make_backing
+from .oracle import make_backing, split_stats
 
 GUEST = Path(__file__).parent / "guests" / "direct_ops.py"
 SIZE = 1 << 20                       # device size: 2048 sectors
@@ -42,9 +41,6 @@ ops_strategy = st.lists(
     min_size=4, max_size=14)
 
 
-STATS = re.compile(r"^ubdsim run: stats: (.*)\n", re.M)
-
-
 def _run(work: Path, word: str, exact: bool, command: list[str]) -> tuple[str, dict[str, str]]:
     """The guest's output and the --stats counts."""
     env = dict(os.environ, UBDSIM_EXACT_IO="1" if exact else "0")
@@ -52,9 +48,7 @@ def _run(work: Path, word: str, exact: bool, command: list[str]) -> tuple[str, d
                           cwd=work, env=env, stdin=subprocess.DEVNULL, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    out = proc.stdout + proc.stderr
-    stats = dict(word.split("=") for word in STATS.search(out).group(1).split())
-    return STATS.sub("", out), stats
+    return split_stats(proc.stdout + proc.stderr)
 
 
 def _prepare(tmp: Path, cow: bool) -> tuple[Path, str]:

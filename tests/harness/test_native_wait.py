@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -25,11 +24,10 @@ from ubdsim.harness.syscalls.table import BY_NUMBER, FD_FIRST, FD_FIRST_NUMBERS
 from ubdsim.harness.syscalls.result import PassThrough
 from ubdsim.harness.transport import ptrace
 
-from .oracle import make_backing
+from .oracle import make_backing, split_stats
 
 GUEST = Path(__file__).parent / "guests" / "fd_calls.py"
 UBDSIM = [sys.executable, "-m", "ubdsim"]
-STATS = re.compile(r"^ubdsim run: stats: (.*)\n", re.M)
 
 
 class _OnlyFd:
@@ -57,8 +55,7 @@ def _ubdsim(tmp: Path, env: dict[str, str]) -> tuple[str, dict[str, str]]:
                           cwd=tmp, env={**os.environ, **env}, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
-    stats = dict(w.split("=") for w in STATS.search(proc.stderr).group(1).split())
-    return proc.stdout, stats
+    return proc.stdout, split_stats(proc.stderr)[1]
 
 
 def test_c_loop_answers_what_the_host_answers_and_serves_dup_descriptors(tmp_path):
