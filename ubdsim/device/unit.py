@@ -168,6 +168,31 @@ class Unit:
             self._read_request(request, min(step, offset + length - request), out, request - offset)
         return bytes(out)
 
+    def read_uncut(self, offset: int, length: int) -> bytes | None:
+        """What read() gives for [offset, offset+length) cut into requests anywhere, in one
+        host read, where the cut cannot matter: every sector on the same side of the
+        bitmap (one run, so no [6.1] drift inside any request), nobody watching requests
+        (no events, no injector), no --chain layer, no host error. The page cache's
+        readahead (a bio of up to 256 pages, 4 requests per 32 pages on a COW unit) reads
+        this way. None: read it request by request, which also prints what a failing one
+        prints."""
+        events, cow = self.events, self.cow
+        if events.io_active or events.injector is not None or self.closed:
+            return None
+        if cow is not None and cow.lower is not None:
+            return None
+        if offset < 0 or (offset | length) % SECTOR_SIZE or offset + length > self._size:
+            return None
+        if cow is not None and length:
+            count = length // SECTOR_SIZE
+            clear = self._clear_bits(offset // SECTOR_SIZE, count)
+            if clear and clear != (1 << count) - 1:
+                return None
+        try:
+            return self._read_runs(offset, length)
+        except UbdError:
+            return None
+
     def _read_runs(self, offset: int, length: int) -> bytes | None:
         """The same bytes with one pread per run, when the kernel's per-segment arithmetic
         cannot make a difference: no run boundary inside a segment ([6.1] drift) and no run

@@ -358,7 +358,7 @@ class PageCache:
                 stop = min(end, base + PAGE_SIZE)
                 out.append(page[pos - base:stop - base])
                 pos = stop
-                ra.prev_pos = pos
+            ra.prev_pos = pos
         return b"".join(out)
 
     # -- mm/filemap.c ----------------------------------------------------------------------
@@ -366,11 +366,16 @@ class PageCache:
     def _batch(self, index: int, last_index: int) -> list[tuple[int, bytes]]:
         """filemap_get_read_batch(): cached pages from `index` on, up to the first miss, at
         most a folio_batch (PAGEVEC_SIZE, 15), and ending at a page marked for readahead."""
-        batch = []
-        while index < last_index and index in self.pages and len(batch) < PAGEVEC_SIZE:
-            batch.append((index, self.pages[index]))
-            self.pages.move_to_end(index)
-            if index in self.partial or index in self.marked:
+        batch: list[tuple[int, bytes]] = []
+        pages, partial, marked = self.pages, self.partial, self.marked
+        stop = min(last_index, index + PAGEVEC_SIZE)
+        while index < stop:
+            page = pages.get(index)
+            if page is None:
+                break
+            batch.append((index, page))
+            pages.move_to_end(index)
+            if index in partial or index in marked:
                 break
             index += 1
         return batch
@@ -554,24 +559,32 @@ class PageCache:
         up to date (mpage_end_io()), for the reader to read again block by block."""
         pos = index * PAGE_SIZE
         end = min((index + count) * PAGE_SIZE, dev.size)
+        uncut = getattr(dev, "read_uncut", None)    # the same bytes in one host read
+        pages = self.pages
         for bio in range(pos, end, BIO_MAX_BYTES):
             bio_end = min(bio + BIO_MAX_BYTES, end)
-            parts, failed = [], False
-            for at, n, flags, pages in bio_requests(bio, bio_end - bio, self.request_sectors):
-                try:
-                    parts.append(dev.read(at, n))
-                except UbdError as err:
-                    failed = True
-                    if self.errors is not None:
-                        self.errors.request(err.errno, at, 0, READAHEAD_FLAGS | flags, pages)
-            data = b"".join(parts)
-            for off in range(0, bio_end - bio, PAGE_SIZE):
-                page_index = (bio + off) // PAGE_SIZE
-                if failed:
-                    self.pages[page_index] = bytes(PAGE_SIZE)
+            data = None if uncut is None else uncut(bio, bio_end - bio)
+            failed = False
+            if data is None:
+                parts = []
+                for at, n, flags, touched in bio_requests(bio, bio_end - bio,
+                                                          self.request_sectors):
+                    try:
+                        parts.append(dev.read(at, n))
+                    except UbdError as err:
+                        failed = True
+                        if self.errors is not None:
+                            self.errors.request(err.errno, at, 0, READAHEAD_FLAGS | flags,
+                                                touched)
+                data = b"".join(parts)
+            first = bio // PAGE_SIZE
+            if failed:
+                for page_index in range(first, -(-bio_end // PAGE_SIZE)):
+                    pages[page_index] = bytes(PAGE_SIZE)
                     self.partial[page_index] = 0
-                else:
-                    self.pages[page_index] = data[off:off + PAGE_SIZE]
+            else:
+                for i, off in enumerate(range(0, bio_end - bio, PAGE_SIZE), first):
+                    pages[i] = data[off:off + PAGE_SIZE]
         self.evict()
 
     def _missing_runs(self, mask: int, block: int) -> list[tuple[int, int]]:
@@ -595,6 +608,11 @@ class PageCache:
         pages back first; ubdsim's write-back threshold keeps them well below the limit)."""
         excess = len(self.pages) - self.limit
         if excess <= 0:
+            return
+        if not self.dirty and not self.partial:     # the least recently used go, in order
+            pages, marked = self.pages, self.marked
+            for _ in range(excess):
+                marked.discard(pages.popitem(last=False)[0])
             return
         victims = []
         for index in self.pages:
