@@ -48,10 +48,6 @@ KEEPS_CACHE = frozenset({
     "fcntl", "readahead", "fadvise64", "fallocate", "ioctl"})
 
 
-def _drops_cache(name: str) -> bool:
-    return name not in KEEPS_CACHE
-
-
 class Session:
     """What every handler receives as `h`."""
 
@@ -202,7 +198,7 @@ class Session:
         try:
             self._flusher()
             result = entry.handler(self, tid, regs)
-            if isinstance(result, (Emulated, NeedsExit)) and _drops_cache(entry.name):
+            if entry.name not in KEEPS_CACHE and isinstance(result, (Emulated, NeedsExit)):
                 # An emulated call that may change a device's bytes behind its cache, or
                 # drops the cache in the kernel (truncate_bdev_range(), invalidate_bdev(),
                 # kill_bdev()): ubdsim writes back and drops every unit's pages.

@@ -301,8 +301,9 @@ def _plants(h) -> _Plants:
 
 def _fast(h, tid: int, regs, of: OpenFile, pos: int, positioned: bool, segments: Segments,
           writing: bool) -> Result | None:
-    """The rewritten call, the planting call, or None: take the exact path."""
-    if EXACT_IO or not of.direct or len(segments) != 1 or regs is None:
+    """The rewritten call, the planting call, or None: take the exact path (`of` is an
+    O_DIRECT open)."""
+    if EXACT_IO or len(segments) != 1 or regs is None:
         return None
     addr, length = segments[0]
     unit = of.unit
@@ -318,7 +319,7 @@ def _fast(h, tid: int, regs, of: OpenFile, pos: int, positioned: bool, segments:
             return None
     elif not of.readable:
         return None
-    cache = h.page_cache(unit)
+    cache = h.caches[unit.number]       # only its pages and dirty state matter here
     errors = unit.wb_errors
     if cache.dirty or errors.as_eio or errors.as_enospc:
         return None
