@@ -8,7 +8,9 @@ sequential write and read, and a buffered sequential read of a range only the ba
 holds, in 128 KiB reads as cat makes them (the host's is a dd of the backing file's same
 range: the file was just written, so the host serves it from its page cache, as it does
 ubdsim's reads of it). It also measures the cost of one ptrace stop (an intercepted call
-that is passed through, and one that is emulated on a device descriptor).
+that is passed through, and one that is emulated on a device descriptor), and the ceiling of
+the buffered read under any tracer that stops once per read(): the same dd of the backing
+file itself under `ubdsim run`, where every read is a stop passed through at once.
 
 It also times an empty linux.uml boot (median of 5) and says whether the XSAVE fix is
 preloaded (kernel_ref/xstate.py): run it with UBDSIM_XSTATE_FIX=on and =off on a host where
@@ -107,6 +109,18 @@ def stop_cost(work: Path) -> tuple[float, float, float]:
     return native, float(out[0]), float(out[1])
 
 
+def passthrough_read(work: Path, small4k: int, bigm: int) -> float:
+    """MB/s of the backing-only dd (the last workload) on the backing file itself under
+    `ubdsim run`: one stop per read() and nothing done in it."""
+    script = dd_lines("backing.img", small4k, bigm)[-1] + "\n"
+    (work / "body.sh").write_text(script)
+    proc = subprocess.run([*UBDSIM, "run", "--kernel", "6.1", "ubd0=sim.cow,backing.img", "--",
+                           "sh", "body.sh"], cwd=work, capture_output=True, text=True,
+                          timeout=1800)
+    rates = parse_rates(proc.stderr)
+    return rates[0] if rates else 0.0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--small-mib", type=int, default=32, help="MiB moved by the 4 KiB runs")
@@ -142,15 +156,18 @@ def main() -> int:
         native = run_native(work, "\n".join(dd_lines("native.img", small4k, bigm,
                                                      "backing.img")) + "\n")
         native_call, passthrough, emulated = stop_cost(work)
+        ceiling = passthrough_read(work, small4k, bigm)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     if args.json:
-        return json_rows(uml, sim, native, native_call, passthrough, emulated)
+        return json_rows(uml, sim, native, native_call, passthrough, emulated, ceiling)
     print(f"linux.uml: {fix.describe()}; empty boot {boot_seconds:.2f} s (median of 5)")
     print(f"{'workload':18} {'linux.uml':>10} {'ubdsim':>10} {'native':>10} {'ubdsim/uml':>11}")
     for (name, _), u, s, n in zip(WORKLOADS, uml, sim, native):
         print(f"{name:18} {u:10.1f} {s:10.1f} {n:10.1f} {s / u:10.2f}x")
+    print(f"{'  (host file, traced)':18} {'':>10} {ceiling:10.1f} {native[-1]:10.1f}   the "
+          "ceiling of one stop per read()")
     print("(MB/s, one run each on a shared machine: noisy)")
     print(f"per call: native lseek {native_call:.2f} us; under ubdsim, passed-through stop "
           f"{passthrough:.2f} us, emulated stop {emulated:.2f} us")
@@ -161,7 +178,7 @@ def main() -> int:
 
 
 def json_rows(uml: list[float], sim: list[float], native: list[float], native_call: float,
-              passthrough: float, emulated: float) -> int:
+              passthrough: float, emulated: float, ceiling: float) -> int:
     """--json (scripts/bench_table.py): the figures above as bench_rows rows."""
     from bench_rows import print_rows, row
     rows = []
@@ -169,6 +186,8 @@ def json_rows(uml: list[float], sim: list[float], native: list[float], native_ca
         rows.append(row(f"guest {name}", "MB/s", round(s, 1), round(u, 1), "linux.uml", "higher"))
         rows.append(row(f"guest {name}", "MB/s", round(s, 1), round(n, 1), "plain host dd",
                         "higher"))
+    rows.append(row("guest buffered read of a host file, traced", "MB/s", round(ceiling, 1),
+                    round(native[-1], 1) if native else None, "plain host dd", "higher"))
     rows.append(row("ptrace stop, passed through", "us", round(passthrough, 2),
                     round(native_call, 2), "plain host lseek", "lower"))
     rows.append(row("ptrace stop, emulated", "us", round(emulated, 2), round(native_call, 2),

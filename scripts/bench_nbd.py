@@ -4,9 +4,13 @@
 One run, same guest, same qemu command line, same workload; only the NBD server differs:
 - ubdsim: `ubdsim vm --kernel 6.1` over a fresh COW file on a backing file (writes fill the
   COW file and its bitmap, reads come back from it);
-- qemu-nbd: `qemu-nbd -f raw` (qemu's own server, C) on a raw copy of the backing file.
+- qemu-nbd: `qemu-nbd -f raw` (qemu's own server, C) on a raw copy of the backing file;
+- no I/O: qemu-nbd over qemu's null-co driver, which answers every request at once without
+  touching a file. What is left is the guest's and the transport's own cost: the ceiling no
+  server can pass (the guest's dd sends one 1 MiB request at a time and waits for it).
 The guest writes then reads SIZE_MIB MiB with dd bs=1M O_DIRECT.
-Prints both rates and the ratio ubdsim/qemu-nbd. The machine is shared: numbers are noisy.
+Prints the rates and the ratios ubdsim/qemu-nbd and ubdsim/no-I/O. The machine is shared:
+numbers are noisy.
 """
 from __future__ import annotations
 
@@ -74,12 +78,18 @@ def through_ubdsim(scratch: Path, backing: Path, script: Path) -> dict[str, floa
     return clock.rates()
 
 
-def through_qemu_nbd(scratch: Path, backing: Path, script: Path) -> dict[str, float]:
-    raw = scratch / "raw.img"
-    shutil.copyfile(backing, raw)
+def through_qemu_nbd(scratch: Path, backing: Path, script: Path,
+                     null: bool = False) -> dict[str, float]:
+    """The guest over qemu-nbd on a raw copy of the backing file, or (`null`) on null-co."""
     sock = scratch / "qemu-nbd.sock"
-    server = subprocess.Popen(["qemu-nbd", "-f", "raw", "-k", str(sock), "-x", "ubda",
-                               "--persistent", str(raw)])
+    if null:
+        image = ["--image-opts", f"driver=null-co,size={SIZE_MIB << 20}"]
+    else:
+        raw = scratch / "raw.img"
+        shutil.copyfile(backing, raw)
+        image = ["-f", "raw", str(raw)]
+    server = subprocess.Popen(["qemu-nbd", "-k", str(sock), "-x", "ubda", "--persistent",
+                               *image])
     try:
         while not sock.exists():
             if server.poll() is not None:
@@ -94,6 +104,7 @@ def through_qemu_nbd(scratch: Path, backing: Path, script: Path) -> dict[str, fl
     finally:
         server.terminate()
         server.wait()
+        sock.unlink(missing_ok=True)
 
 
 def main() -> int:
@@ -107,24 +118,33 @@ def main() -> int:
         load_before = os.getloadavg()[0]
         ours = through_ubdsim(scratch, backing, script)
         theirs = through_qemu_nbd(scratch, backing, script)
+        ceiling = through_qemu_nbd(scratch, backing, script, null=True)
         load_after = os.getloadavg()[0]
     if "--json" in sys.argv[1:]:
-        return json_rows(ours, theirs)
+        return json_rows(ours, theirs, ceiling)
     print(f"guest dd bs=1M O_DIRECT, {SIZE_MIB} MiB, qemu TCG guest over NBD (unix socket)")
-    print(f"{'':10}{'ubdsim serve':>14}{'qemu-nbd':>12}{'ratio':>8}")
+    print(f"{'':10}{'ubdsim serve':>14}{'qemu-nbd':>12}{'ratio':>8}{'no I/O':>12}{'ratio':>8}")
     for kind in ("write", "read"):
         print(f"{kind:10}{ours[kind]:>9.0f} MiB/s{theirs[kind]:>7.0f} MiB/s"
-              f"{ours[kind] / theirs[kind]:>8.2f}")
+              f"{ours[kind] / theirs[kind]:>8.2f}{ceiling[kind]:>7.0f} MiB/s"
+              f"{ours[kind] / ceiling[kind]:>8.2f}")
     print(f"load average (1 min) {load_before:.2f} before, {load_after:.2f} after "
           f"({os.cpu_count()} CPUs)")
     return 0
 
 
-def json_rows(ours: dict[str, float], theirs: dict[str, float]) -> int:
+def json_rows(ours: dict[str, float], theirs: dict[str, float],
+              ceiling: dict[str, float]) -> int:
     """--json (scripts/bench_table.py): the figures above as bench_rows rows."""
     from bench_rows import print_rows, row
-    print_rows([row(f"nbd dd 1M direct {kind}, {SIZE_MIB} MiB", "MiB/s", round(ours[kind], 1),
-                    round(theirs[kind], 1), "qemu-nbd", "higher") for kind in ("write", "read")])
+    rows = []
+    for kind in ("write", "read"):
+        figure = f"nbd dd 1M direct {kind}, {SIZE_MIB} MiB"
+        rows.append(row(figure, "MiB/s", round(ours[kind], 1), round(theirs[kind], 1),
+                        "qemu-nbd", "higher"))
+        rows.append(row(figure, "MiB/s", round(ours[kind], 1), round(ceiling[kind], 1),
+                        "no-I/O server", "higher"))
+    print_rows(rows)
     return 0
 
 

@@ -1,10 +1,12 @@
-"""The O_DIRECT fast paths (rw.py: up to 64 KiB copied by ubdsim at the stop, larger calls
-rewritten into pread64/pwrite64 on a host descriptor planted in the guest) against the exact
-path (UBDSIM_EXACT_IO=1, every byte through the device model).
+"""The fast paths against the exact path (UBDSIM_EXACT_IO=1, every byte through the device
+model request by request): O_DIRECT (rw.py: up to 64 KiB copied by ubdsim at the stop,
+larger calls rewritten into pread64/pwrite64 on a host descriptor planted in the guest) and
+buffered readahead (pagecache.py: a bio on one side of the bitmap in one host read).
 
 Random request sequences (hypothesis) on a small raw unit and a small COW unit whose bitmap
 was partly set beforehand (some ranges all set, some all clear, some mixed), read()/write()
-and pread64/pwrite64, aligned and misaligned, inside, across and past the device's end: both
+and pread64/pwrite64 with O_DIRECT and buffered pread64 ("bread"), aligned and misaligned,
+inside, across and past the device's end: both
 paths must print the same results, digests of the bytes read and file positions, and leave
 the host files (raw image, COW file, backing file) byte for byte the same. The planted
 descriptor must be there on the fast path, and not on the exact one; `--stats` tells which
@@ -31,7 +33,7 @@ SECTORS = SIZE // 512
 UBDSIM = [sys.executable, "-m", "ubdsim"]
 
 ops_strategy = st.lists(
-    st.tuples(st.sampled_from(["read", "write", "pread", "pwrite"]),
+    st.tuples(st.sampled_from(["read", "write", "pread", "pwrite", "bread"]),
               st.one_of(st.integers(0, SECTORS - 1).map(lambda s: s * 512),
                         st.integers(SECTORS - 80, SECTORS + 4).map(lambda s: s * 512),
                         st.integers(0, SIZE)),                       # mostly misaligned
@@ -88,10 +90,11 @@ def _compare(tmp: Path, base: Path, word: str, ops, must_plant: bool = False) ->
     for name in fast_files:
         assert fast_files[name] == exact_files[name], name
     assert none == ""
-    assert exact_stats["copied"] == exact_stats["planted"] == "0"
+    assert exact_stats["copied"] == exact_stats["planted"] == exact_stats["uncut"] == "0"
     if must_plant:
         assert planted, "the planted path was never taken"
         assert int(fast_stats["planted"]) > 0 and int(fast_stats["copied"]) > 0, fast_stats
+        assert int(fast_stats["uncut"]) > 0, fast_stats
 
 
 @pytest.mark.parametrize("kind", ["raw", "cow"])
@@ -112,7 +115,10 @@ def test_fixed_sequence_covers_every_range_kind(tmp_path):
            ("read", 400 * 512, 32 * 512, 0, 0), ("write", 1200 * 512, 200 * 512, 0, 10),
            ("pread", 996 * 512, 16 * 512, 0, 0), ("read", 1200 * 512, 200 * 512, 0, 0),
            ("pread", SIZE - 4096, 8192, 0, 0), ("pwrite", SIZE - 4096, 8192, 0, 11),
-           ("pwrite", SIZE, 512, 0, 12), ("pread", 512, 4096, 100, 0)]
+           ("pwrite", SIZE, 512, 0, 12), ("pread", 512, 4096, 100, 0),
+           # buffered: a window all clear, one all set, one mixed (request by request)
+           ("bread", 400 * 512, 8192, 0, 0), ("bread", 64 * 512, 4096, 0, 0),
+           ("bread", 900 * 512, 6000, 0, 0), ("bread", 1204 * 512, 9000, 100, 0)]
     _compare(tmp_path, base, word, ops, must_plant=True)
 
 
@@ -120,5 +126,6 @@ def test_fixed_sequence_raw(tmp_path):
     base, word = _prepare(tmp_path, cow=False)
     ops = [("read", 0, 4096, 0, 0), ("write", 8192, 65536, 0, 1), ("pread", 8192, 65536, 0, 0),
            ("pwrite", 81920, 131072, 0, 3), ("read", 81920, 131072, 0, 0),
-           ("pwrite", SIZE - 512, 1024, 0, 2), ("read", SIZE - 512, 4096, 0, 0)]
+           ("pwrite", SIZE - 512, 1024, 0, 2), ("read", SIZE - 512, 4096, 0, 0),
+           ("bread", 4096, 70000, 0, 0), ("bread", SIZE - 1000, 4096, 0, 0)]
     _compare(tmp_path, base, word, ops, must_plant=True)

@@ -31,6 +31,7 @@ keeps dirty pages; truncation drops them, their data with them.
 """
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Iterable
@@ -39,6 +40,10 @@ from ..device.api import SECTOR_SIZE, BlockDevice
 from ..errors import UbdError
 
 PAGE_SIZE = 4096
+# UBDSIM_EXACT_IO=1: readahead reads each bio request by request even where one host read
+# gives the same bytes (Unit.read_uncut()), and rw.py's O_DIRECT fast paths are off: the
+# exact path the differential test (tests/harness/test_fast_path.py) compares them with.
+EXACT_IO = os.environ.get("UBDSIM_EXACT_IO") == "1"
 # Largest transfer handed to the device at once: bounds ubdsim's memory for huge guest I/O.
 CHUNK = 4 << 20
 
@@ -179,6 +184,7 @@ class PageCache:
         self.request_sectors = 255
         self.errors = None
         self.limit = limit
+        self.uncut = 0          # readahead bios read in one host read (`ubdsim run --stats`)
 
     def clear(self) -> None:
         """kill_bdev(): every page goes, dirty ones too (callers write back first where the
@@ -559,13 +565,15 @@ class PageCache:
         up to date (mpage_end_io()), for the reader to read again block by block."""
         pos = index * PAGE_SIZE
         end = min((index + count) * PAGE_SIZE, dev.size)
-        uncut = getattr(dev, "read_uncut", None)    # the same bytes in one host read
+        uncut = None if EXACT_IO else getattr(dev, "read_uncut", None)   # same bytes, one read
         pages = self.pages
         for bio in range(pos, end, BIO_MAX_BYTES):
             bio_end = min(bio + BIO_MAX_BYTES, end)
             data = None if uncut is None else uncut(bio, bio_end - bio)
             failed = False
-            if data is None:
+            if data is not None:
+                self.uncut += 1
+            else:
                 parts = []
                 for at, n, flags, touched in bio_requests(bio, bio_end - bio,
                                                           self.request_sectors):

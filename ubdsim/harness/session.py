@@ -241,8 +241,11 @@ def run_guest(disks: Mapping[int, Disk], argv: Sequence[str], *, max_units: int,
 def stats_line(session: Session) -> str:
     """Where the guest's intercepted calls were answered, as key=value words: seccomp stops
     answered in Python and in the C loop (native_wait.py; `loop=python` where it could not
-    be built), and the device reads/writes by path."""
+    be built), the device reads/writes by path, and the readahead bios read in one host
+    read (`uncut`)."""
     tracer, counts = session.tracer, session.stats
+    uncut = sum(cache.uncut for cache in session.caches.values())
     return (f"ubdsim run: stats: loop={'c' if tracer.native is not None else 'python'} "
             f"stops={tracer.stops + tracer.passed} python={tracer.stops} c={tracer.passed} "
-            f"copied={counts['copied']} planted={counts['planted']} exact={counts['exact']}")
+            f"copied={counts['copied']} planted={counts['planted']} exact={counts['exact']} "
+            f"uncut={uncut}")

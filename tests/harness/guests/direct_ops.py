@@ -1,7 +1,8 @@
-"""Guest for test_fast_path.py: run the O_DIRECT requests of ops.json on /dev/ubda and
-print what each returned (count or errno name), a digest of every buffer read, and the file
-position after each read()/write(). Whether a planted descriptor was seen goes to
-planted.txt (not compared: it is the fast path's footprint)."""
+"""Guest for test_fast_path.py: run the O_DIRECT requests of ops.json on /dev/ubda (and the
+buffered preads, "bread", on a second descriptor opened without O_DIRECT) and print what each
+returned (count or errno name), a digest of every buffer read, and the file position after
+each read()/write(). Whether a planted descriptor was seen goes to planted.txt (not
+compared: it is the fast path's footprint)."""
 import ctypes
 import errno
 import hashlib
@@ -11,6 +12,7 @@ import os
 
 ops = json.load(open("ops.json"))
 fd = os.open("/dev/ubda", os.O_RDWR | os.O_DIRECT)
+buffered = os.open("/dev/ubda", os.O_RDONLY)
 buf = mmap.mmap(-1, 1 << 20)
 base = ctypes.addressof(ctypes.c_char.from_buffer(buf))
 libc = ctypes.CDLL(None, use_errno=True)
@@ -26,10 +28,12 @@ for i, (kind, pos, length, skew, seed) in enumerate(ops):
     if kind in ("read", "write"):
         os.lseek(fd, pos, os.SEEK_SET)
         got = getattr(libc, kind)(fd, addr, n)
+    elif kind == "bread":
+        got = libc.pread64(buffered, addr, n, ctypes.c_long(pos))
     else:
         got = getattr(libc, kind + "64")(fd, addr, n, ctypes.c_long(pos))
     out = str(got) if got >= 0 else errno.errorcode[ctypes.get_errno()]
-    if kind in ("read", "pread"):
+    if kind in ("read", "pread", "bread"):
         out += " " + hashlib.sha256(view).hexdigest()[:16]
     if kind in ("read", "write"):
         out += f" pos={os.lseek(fd, 0, os.SEEK_CUR)}"

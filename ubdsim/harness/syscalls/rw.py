@@ -264,9 +264,9 @@ def fsync_range(h, of: OpenFile, first: int, last: int) -> int:
 # host does not complete in full (error, short count, signal) is served again by the exact
 # path at its syscall exit: the bytes in guest memory are unchanged, the range is one host
 # file, so the exact path rewrites what the host wrote with the same bytes and answers
-# what it always answers. UBDSIM_EXACT_IO=1 turns the fast path off (the differential test).
+# what it always answers. UBDSIM_EXACT_IO=1 turns the fast path off (the differential test),
+# and readahead's one host read per bio too (pagecache.EXACT_IO).
 
-EXACT_IO = os.environ.get("UBDSIM_EXACT_IO") == "1"
 NR_PREAD64, NR_PWRITE64 = number("pread64"), number("pwrite64")
 COPY_MAX = 64 << 10             # at most this many bytes: copied at the entry stop (_copied)
 PLANT_TOP = 1023                 # planted descriptors count down from here (RLIMIT_NOFILE 1024)
@@ -303,7 +303,7 @@ def _fast(h, tid: int, regs, of: OpenFile, pos: int, positioned: bool, segments:
           writing: bool) -> Result | None:
     """The rewritten call, the planting call, or None: take the exact path (`of` is an
     O_DIRECT open)."""
-    if EXACT_IO or len(segments) != 1 or regs is None:
+    if pagecache.EXACT_IO or len(segments) != 1 or regs is None:
         return None
     addr, length = segments[0]
     unit = of.unit
