@@ -5,8 +5,9 @@ buffered readahead (pagecache.py: a bio on one side of the bitmap in one host re
 
 Random request sequences (hypothesis) on a small raw unit and a small COW unit whose bitmap
 was partly set beforehand (some ranges all set, some all clear, some mixed), read()/write()
-and pread64/pwrite64 with O_DIRECT and buffered pread64 ("bread"), aligned and misaligned,
-inside, across and past the device's end: both
+and pread64/pwrite64 with O_DIRECT, runs of read()/write() with no other call between them
+(which the C loop's lane serves after the first, native/stopwait.c) and buffered pread64
+("bread"), aligned and misaligned, inside, across and past the device's end: both
 paths must print the same results, digests of the bytes read and file positions, and leave
 the host files (raw image, COW file, backing file) byte for byte the same. The planted
 descriptor must be there on the fast path, and not on the exact one; `--stats` tells which
@@ -33,7 +34,8 @@ SECTORS = SIZE // 512
 UBDSIM = [sys.executable, "-m", "ubdsim"]
 
 ops_strategy = st.lists(
-    st.tuples(st.sampled_from(["read", "write", "pread", "pwrite", "bread"]),
+    st.tuples(st.sampled_from(["read", "write", "pread", "pwrite", "bread", "rburst",
+                               "wburst"]),
               st.one_of(st.integers(0, SECTORS - 1).map(lambda s: s * 512),
                         st.integers(SECTORS - 80, SECTORS + 4).map(lambda s: s * 512),
                         st.integers(0, SIZE)),                       # mostly misaligned
@@ -91,10 +93,11 @@ def _compare(tmp: Path, base: Path, word: str, ops, must_plant: bool = False) ->
         assert fast_files[name] == exact_files[name], name
     assert none == ""
     assert exact_stats["copied"] == exact_stats["planted"] == exact_stats["uncut"] == "0"
+    assert exact_stats["lane"] == "0"
     if must_plant:
         assert planted, "the planted path was never taken"
         assert int(fast_stats["planted"]) > 0 and int(fast_stats["copied"]) > 0, fast_stats
-        assert int(fast_stats["uncut"]) > 0, fast_stats
+        assert int(fast_stats["uncut"]) > 0 and int(fast_stats["lane"]) > 0, fast_stats
 
 
 @pytest.mark.parametrize("kind", ["raw", "cow"])
@@ -116,9 +119,18 @@ def test_fixed_sequence_covers_every_range_kind(tmp_path):
            ("pread", 996 * 512, 16 * 512, 0, 0), ("read", 1200 * 512, 200 * 512, 0, 0),
            ("pread", SIZE - 4096, 8192, 0, 0), ("pwrite", SIZE - 4096, 8192, 0, 11),
            ("pwrite", SIZE, 512, 0, 12), ("pread", 512, 4096, 100, 0),
+           # runs (no cached page yet, so the lane writes too): fresh 4 KiB writes (the lane
+           # sets bits), over set bits, longer fresh ones (Python's), 512-byte ones into
+           # the mixed run; reads set, clear, mixed, and one running past the device's end
+           ("wburst", 1600 * 512, 4096, 0, 13), ("wburst", 1600 * 512, 8192, 0, 14),
+           ("wburst", 1700 * 512, 16384, 0, 15), ("wburst", 998 * 512, 512, 0, 16),
+           ("rburst", 64 * 512, 4096, 0, 0), ("rburst", 500 * 512, 8192, 0, 0),
+           ("rburst", 996 * 512, 1024, 0, 0), ("rburst", SIZE - 12288, 4096, 0, 0),
            # buffered: a window all clear, one all set, one mixed (request by request)
            ("bread", 400 * 512, 8192, 0, 0), ("bread", 64 * 512, 4096, 0, 0),
-           ("bread", 900 * 512, 6000, 0, 0), ("bread", 1204 * 512, 9000, 100, 0)]
+           ("bread", 900 * 512, 6000, 0, 0), ("bread", 1204 * 512, 9000, 100, 0),
+           # with pages cached the lane only reads: these writes are Python's
+           ("wburst", 1800 * 512, 4096, 0, 17), ("rburst", 1800 * 512, 4096, 0, 0)]
     _compare(tmp_path, base, word, ops, must_plant=True)
 
 
@@ -127,5 +139,7 @@ def test_fixed_sequence_raw(tmp_path):
     ops = [("read", 0, 4096, 0, 0), ("write", 8192, 65536, 0, 1), ("pread", 8192, 65536, 0, 0),
            ("pwrite", 81920, 131072, 0, 3), ("read", 81920, 131072, 0, 0),
            ("pwrite", SIZE - 512, 1024, 0, 2), ("read", SIZE - 512, 4096, 0, 0),
+           ("wburst", 40960, 4096, 0, 4), ("rburst", 40960, 65536, 0, 0),
+           ("wburst", SIZE - 8192, 4096, 0, 5),
            ("bread", 4096, 70000, 0, 0), ("bread", SIZE - 1000, 4096, 0, 0)]
     _compare(tmp_path, base, word, ops, must_plant=True)

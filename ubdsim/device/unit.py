@@ -447,8 +447,7 @@ class Unit:
         assert cow is not None
         rules = self.profile.device
         word_bits = rules.bitmap_word * 8
-        guard = (-(-cow.geometry.bitmap_len // rules.bitmap_word) - 1
-                 if rules.bitmap_end_guard else None)
+        guard = self.guard_word()
         sector, count = offset // SECTOR_SIZE, length // SECTOR_SIZE
         first_byte, window, shift = self._bit_window(sector, count)
         full = (1 << count) - 1
@@ -487,6 +486,14 @@ class Unit:
             size = (sector + count + 7 >> 3) - first_byte
             cow.bitmap_map[first_byte:first_byte + size] = window.to_bytes(size, "little")
         return segments
+
+    def guard_word(self) -> int | None:
+        """[6.1] cowify_bitmap()'s guard: the index of the bitmap's last word, whose pair
+        steps back one word; None where the profile has none ([2.4])."""
+        rules = self.profile.device
+        if not rules.bitmap_end_guard:
+            return None
+        return -(-self.cow.geometry.bitmap_len // rules.bitmap_word) - 1  # type: ignore[union-attr]
 
     def _bit_window(self, sector: int, count: int) -> tuple[int, int, int]:
         """The in-memory bitmap bytes holding sectors [sector, sector+count) as one integer:

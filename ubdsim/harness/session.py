@@ -29,7 +29,7 @@ from .writeback import (DIRTY_EXPIRE, REQ_FLUSHER, BlockLog, UnitErrors, disk_na
                         write_and_wait, write_back)
 from .rules import HarnessRules
 from .syscalls.result import PASS, Emulated, Fail, NeedsExit, Result
-from .syscalls.table import BY_NUMBER, FD_FIRST_NUMBERS, traced_numbers
+from .syscalls.table import BY_NUMBER, FD_FIRST_NUMBERS, LANE_NUMBERS, traced_numbers
 from .transport.bpf import build_filter
 from .transport.memory import GuestMemory
 from .transport.tracer import Tracer
@@ -68,7 +68,8 @@ class Session:
         # device reads and writes by path (rw.py): "copied" at the stop, "planted" on a host
         # descriptor, "exact" through the device model; `ubdsim run --stats` prints them
         self.stats: Counter[str] = Counter()
-        self.tracer = Tracer(self.dispatch, self.mem, self.opens.memfd_dev, FD_FIRST_NUMBERS)
+        self.tracer = Tracer(self.dispatch, self.mem, self.opens.memfd_dev, FD_FIRST_NUMBERS,
+                             LANE_NUMBERS)
 
     # --- helpers for handlers -------------------------------------------------------------
 
@@ -241,11 +242,12 @@ def run_guest(disks: Mapping[int, Disk], argv: Sequence[str], *, max_units: int,
 def stats_line(session: Session) -> str:
     """Where the guest's intercepted calls were answered, as key=value words: seccomp stops
     answered in Python and in the C loop (native_wait.py; `loop=python` where it could not
-    be built), the device reads/writes by path, and the readahead bios read in one host
-    read (`uncut`)."""
+    be built), the device reads/writes by path (`copied` counts the ones the C loop's lane
+    served, `lane`, too), and the readahead bios read in one host read (`uncut`)."""
     tracer, counts = session.tracer, session.stats
     uncut = sum(cache.uncut for cache in session.caches.values())
+    c_stops = tracer.passed + tracer.lane_served
     return (f"ubdsim run: stats: loop={'c' if tracer.native is not None else 'python'} "
-            f"stops={tracer.stops + tracer.passed} python={tracer.stops} c={tracer.passed} "
-            f"copied={counts['copied']} planted={counts['planted']} exact={counts['exact']} "
-            f"uncut={uncut}")
+            f"stops={tracer.stops + c_stops} python={tracer.stops} c={c_stops} "
+            f"copied={counts['copied'] + tracer.lane_served} planted={counts['planted']} "
+            f"exact={counts['exact']} uncut={uncut} lane={tracer.lane_served}")

@@ -33,6 +33,7 @@ from ...device.unit import Unit as DeviceUnit
 from ...errors import UbdError
 from .. import pagecache, writeback
 from ..fdstate import OpenFile
+from ..transport import native_wait
 from ..transport.bpf import NR_PLANT, PLANT_MAGIC
 from .files import _int32, _signed
 from .numbers import number
@@ -416,7 +417,35 @@ def _copied(h, tid: int, of: OpenFile, pos: int, positioned: bool, addr: int, le
         return None
     if not positioned:
         of.offset = pos + length
+    hint = h.tracer.hint                # the C loop's look at this descriptor
+    if hint is not None and hint[0] == tid and not any(c.dirty for c in h.caches.values()):
+        # Nothing the next such call needs is Python's to do (no flusher work; for writes,
+        # no cached page to invalidate): the C loop may serve them until Python runs again.
+        ino, writes = hint[2], not cache.pages
+        h.tracer.arm_lane((ino, of, dev, of.flags, unit.read_only, writes),
+                          lambda: _lane(ino, of, unit, dev, writes), of.offset,
+                          lambda at: setattr(of, "offset", at))
     return Emulated(length)
+
+
+def _lane(ino: int, of: OpenFile, unit, dev: DeviceUnit, writes: bool) -> native_wait.Lane:
+    """The C loop's lane for `of` (native/stopwait.c): what _fast() and _copied() decide,
+    as numbers; the checks that hold for the whole open file were made by this call."""
+    cow = dev.cow
+    lane = native_wait.Lane(
+        ino=ino, size=unit.size, readable=of.readable,
+        writable=writes and of.writable and not unit.read_only and not of.sync, data_fd=dev.fd,
+        backing_fd=-1, data_offset=0, bitmap=None, bitmap_offset=0, guard=-1, word=0,
+        segment=dev.profile.device.segment_bytes)
+    if cow is not None:
+        guard = dev.guard_word()
+        lane.backing_fd = cow.backing_fd if cow.lower is None else -1
+        lane.data_offset = cow.geometry.data_offset
+        lane.bitmap = cow.bitmap.ctypes.data
+        lane.bitmap_offset = cow.geometry.bitmap_offset
+        lane.guard = -1 if guard is None else guard
+        lane.word = dev.profile.device.bitmap_word
+    return lane
 
 
 def _set_bits(h, unit, dev: DeviceUnit, pos: int, length: int) -> None:

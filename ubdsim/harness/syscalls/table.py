@@ -98,6 +98,11 @@ FD_FIRST = frozenset({
     "preadv2", "pwritev2", "lseek", "fstat", "fsync", "fdatasync", "sync_file_range",
     "fadvise64", "readahead", "fallocate", "fcntl", "ftruncate", "ioctl"})
 FD_FIRST_NUMBERS = frozenset(number(name) for name in FD_FIRST)
+# The calls the C loop's lane may serve on the open file rw.py armed it for (a small
+# O_DIRECT read or write, native/stopwait.c): name -> (writing, positioned).
+LANE_CALLS = {"read": (False, False), "write": (True, False),
+              "pread64": (False, True), "pwrite64": (True, True)}
+LANE_NUMBERS = {number(name): kind for name, kind in LANE_CALLS.items()}
 
 
 def traced_numbers() -> list[int]:

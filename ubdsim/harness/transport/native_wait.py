@@ -18,10 +18,26 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Mapping
 
 SOURCE = Path(__file__).resolve().parent / "native" / "stopwait.c"
 FD_CALLS = 512                      # stopwait.c: the size of its fd_calls table
+# stopwait.c's fd_calls kinds: FD_PASS, then the lane's, by (writing, positioned)
+FD_PASS = 1
+LANE_KINDS = {(False, False): 2, (True, False): 3, (False, True): 4, (True, True): 5}
+
+
+class Lane(ctypes.Structure):
+    """struct ubd_lane (stopwait.c): the one open file whose small O_DIRECT calls the C
+    loop serves while Python keeps it armed."""
+
+    _fields_ = [("ino", ctypes.c_ulonglong), ("pos", ctypes.c_longlong),
+                ("size", ctypes.c_longlong), ("readable", ctypes.c_int),
+                ("writable", ctypes.c_int), ("data_fd", ctypes.c_int),
+                ("backing_fd", ctypes.c_int), ("data_offset", ctypes.c_longlong),
+                ("bitmap", ctypes.c_void_p), ("bitmap_offset", ctypes.c_longlong),
+                ("guard", ctypes.c_longlong), ("word", ctypes.c_int),
+                ("segment", ctypes.c_int)]
 
 
 class WaitState(ctypes.Structure):
@@ -32,7 +48,9 @@ class WaitState(ctypes.Structure):
                 ("answer_rax", ctypes.c_ulonglong),
                 ("wakeup_fd", ctypes.c_int), ("pad", ctypes.c_int),
                 ("memfd_dev", ctypes.c_ulonglong), ("ino", ctypes.c_ulonglong),
-                ("passed", ctypes.c_ulonglong), ("fd_calls", ctypes.c_void_p)]
+                ("passed", ctypes.c_ulonglong), ("fd_calls", ctypes.c_void_p),
+                ("armed", ctypes.c_int), ("pad2", ctypes.c_int),
+                ("lane_done", ctypes.c_ulonglong), ("lane", Lane)]
 
 
 def cache_dir() -> Path:
@@ -83,10 +101,12 @@ def load() -> ctypes.CDLL | None:
     return lib
 
 
-def fd_call_table(numbers: Iterable[int]) -> ctypes.Array:
-    """stopwait.c's fd_calls: 1 for each call whose handler passes a non-ubd descriptor."""
+def fd_call_table(numbers: Iterable[int],
+                  lanes: Mapping[int, tuple[bool, bool]] = {}) -> ctypes.Array:
+    """stopwait.c's fd_calls: FD_PASS for each call whose handler passes a non-ubd
+    descriptor, the lane's kind for those of `lanes` (number -> (writing, positioned))."""
     table = (ctypes.c_ubyte * FD_CALLS)()
     for nr in numbers:
         if 0 <= nr < FD_CALLS:
-            table[nr] = 1
+            table[nr] = LANE_KINDS[lanes[nr]] if nr in lanes else FD_PASS
     return table

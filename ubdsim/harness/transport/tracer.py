@@ -22,7 +22,7 @@ import ctypes
 import errno
 import os
 import signal
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 from ..syscalls.result import Emulated, NeedsExit, PassThrough, Result
 from . import native_wait, notify, ptrace
@@ -54,15 +54,21 @@ class Tracer:
     """Runs one guest command under the interceptor and returns its exit status."""
 
     def __init__(self, dispatch: Dispatch, memory: GuestMemory, memfd_dev: int = 0,
-                 fd_calls: Iterable[int] = ()) -> None:
+                 fd_calls: Iterable[int] = (),
+                 lanes: Mapping[int, tuple[bool, bool]] = {}) -> None:
         """`fd_calls`: the calls whose handler answers PASS when their first argument is a
-        descriptor that is no memfd (st_dev `memfd_dev`); the C loop answers those itself."""
+        descriptor that is no memfd (st_dev `memfd_dev`); the C loop answers those itself.
+        `lanes`: those of them the C loop's lane may serve (arm_lane())."""
         self.dispatch = dispatch
         self.memory = memory
         self._memfd_dev = memfd_dev
-        self._fd_calls = native_wait.fd_call_table(fd_calls)
+        self._fd_calls = native_wait.fd_call_table(fd_calls, lanes)
         self.native = native_wait.load() if memfd_dev else None
         self.passed = 0                    # stops the C loop answered
+        self.lane_served = 0               # calls its lane served
+        self._state: native_wait.WaitState | None = None    # the C loop's, while it runs
+        self._lane_sync: Callable[[int], None] | None = None
+        self._lane_key: tuple = ()
         # (tid, fd, memfd inode) of the stop being dispatched, when the C loop looked the
         # first argument up already: OpenFiles.lookup() need not stat it again
         self.hint: tuple[int, int, int] | None = None
@@ -181,6 +187,7 @@ class Tracer:
                                       fd_calls=ctypes.addressof(self._fd_calls))
         regs = ptrace.Regs()
         wait, state_ref, regs_ref = lib.ubd_wait, ctypes.byref(state), ctypes.byref(regs)
+        self._state = state
         try:
             while not self._interrupt:
                 self._waiting = True
@@ -190,6 +197,8 @@ class Tracer:
                     rc = wait(state_ref, regs_ref)
                 finally:
                     self._waiting = False
+                if state.lane_done:
+                    self._lane_back(state)
                 if rc < 0:
                     if rc == -errno.EINTR:
                         continue
@@ -212,10 +221,34 @@ class Tracer:
                 except ProcessLookupError:
                     pass
         finally:
+            self._state = None
             self.passed = state.passed
             signal.set_wakeup_fd(previous_wakeup)
             os.close(wake_r)
             os.close(wake_w)
+
+    def arm_lane(self, key: tuple, make: Callable[[], native_wait.Lane], pos: int,
+                 sync: Callable[[int], None]) -> None:
+        """Let the C loop serve the small O_DIRECT calls on the open file `make()` describes
+        until it next returns to Python: rw.py has just served one the same way, and nothing
+        it checked can change while Python does not run. `key` says when the description
+        must be made again; `sync(pos)` gets the file position back first."""
+        state = self._state
+        if state is None:
+            return
+        if key != self._lane_key:
+            state.lane = make()
+            self._lane_key = key
+        self._lane_sync = sync
+        state.lane.pos = pos
+        state.armed = 1
+
+    def _lane_back(self, state: native_wait.WaitState) -> None:
+        """What the lane did while Python did not run: the file position, the count."""
+        self.lane_served += state.lane_done
+        state.lane_done = 0
+        if self._lane_sync is not None:
+            self._lane_sync(state.lane.pos)
 
     def _seccomp_stop(self, tid: int, regs: ptrace.Regs,
                       state: native_wait.WaitState | None = None) -> None:
