@@ -6,8 +6,10 @@ One run, same guest, same qemu command line, same workload; only the NBD server 
   COW file and its bitmap, reads come back from it);
 - qemu-nbd: `qemu-nbd -f raw` (qemu's own server, C) on a raw copy of the backing file;
 - no I/O: qemu-nbd over qemu's null-co driver, which answers every request at once without
-  touching a file. What is left is the guest's and the transport's own cost: the ceiling no
-  server can pass (the guest's dd sends one 1 MiB request at a time and waits for it).
+  touching a file: what the guest, the transport and qemu-nbd's own request path cost with
+  the I/O taken away (the guest's dd sends one 1 MiB request at a time and waits for it).
+  Where it is no faster than qemu-nbd on the file, the file I/O is not what sets qemu-nbd's
+  rate.
 The guest writes then reads SIZE_MIB MiB with dd bs=1M O_DIRECT.
 Prints the rates and the ratios ubdsim/qemu-nbd and ubdsim/no-I/O. The machine is shared:
 numbers are noisy.
