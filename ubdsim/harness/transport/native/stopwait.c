@@ -12,7 +12,7 @@
  * The lane: a small O_DIRECT read or write on the one ubd open file Python armed it for
  * (rw.py _copied(): the same call Python just served the same way) is served here too,
  * while nothing Python keeps changed: every return to Python disarms it, and Python reads
- * back the file position (`lane_pos`) and the count (`lane_done`) first. It moves the bytes
+ * back the file position (`lane.pos`) and the count (`lane_done`) first. It moves the bytes
  * between the host file and guest memory as rw.py does, and for a write over clear bits of
  * at most one segment sets them and writes their word pair as Unit._cowify_request() and
  * _word_spans() do; anything else (a mixed read, a longer fresh write, a short host call,
@@ -111,7 +111,8 @@ static int lane_set_bits(struct ubd_lane *lane, long long sector, long long coun
 	return 0;
 }
 
-/* Serve the call on the lane: 1 served (rax = the length), 0 for Python. */
+/* Serve the call on the lane: 1 served (its result is its length, regs->rdx), 0 for
+ * Python (nothing of `regs` changed). */
 static int lane_serve(struct ubd_wait *w, int kind, int tid, struct user_regs_struct *regs)
 {
 	struct ubd_lane *lane = &w->lane;
@@ -158,21 +159,16 @@ static int lane_serve(struct ubd_wait *w, int kind, int tid, struct user_regs_st
 	if (!positioned)
 		lane->pos = pos + length;
 	w->lane_done++;
-	regs->orig_rax = (unsigned long long)-1;
-	regs->rax = length;
 	return 1;
 }
 
-/* Resume the stop Python answered: cancelled (orig_rax = -1, its result in rax: one stop
- * per call, tracer.py) or run as it is. A thread killed meanwhile is no error. */
-static int answer(struct ubd_wait *w, struct user_regs_struct *regs)
+/* Resume a seccomp stop: cancelled with `rax` as its result (orig_rax = -1: one stop per
+ * call, tracer.py) or run as it is. A thread killed meanwhile is no error. */
+static int resume(int tid, struct user_regs_struct *regs, int cancel, unsigned long long rax)
 {
-	int tid = w->answer_tid;
-
-	w->answer_tid = 0;
-	if (w->answer_cancel) {
+	if (cancel) {
 		regs->orig_rax = (unsigned long long)-1;
-		regs->rax = w->answer_rax;
+		regs->rax = rax;
 		if (ptrace(PTRACE_SETREGS, tid, 0, regs) < 0)
 			return errno == ESRCH ? 0 : -errno;
 	}
@@ -201,13 +197,15 @@ static int wait_stop(struct ubd_wait *w, struct user_regs_struct *regs)
 	struct stat st;
 
 	if (w->answer_tid) {
-		int err = answer(w, regs);
+		int tid = w->answer_tid, err;
 
+		w->answer_tid = 0;
+		err = resume(tid, regs, w->answer_cancel, w->answer_rax);
 		if (err)
 			return err;
 	}
 	for (;;) {
-		int kind;
+		int kind, err;
 		int status;
 		pid_t tid;
 		char signals[16];
@@ -236,15 +234,15 @@ static int wait_stop(struct ubd_wait *w, struct user_regs_struct *regs)
 			if (kind == FD_PASS || !w->armed || st.st_ino != w->lane.ino
 			    || !lane_serve(w, kind, tid, regs))
 				return 0;
-			if (ptrace(PTRACE_SETREGS, tid, 0, regs) < 0 && errno != ESRCH)
-				return -errno;
-			if (ptrace(PTRACE_CONT, tid, 0, 0) < 0 && errno != ESRCH)
-				return -errno;
+			err = resume(tid, regs, 1, regs->rdx);
+			if (err)
+				return err;
 			continue;
 		}
 		/* not a ubd descriptor (or not open: the host kernel answers EBADF itself) */
-		if (ptrace(PTRACE_CONT, tid, 0, 0) < 0 && errno != ESRCH)
-			return -errno;
+		err = resume(tid, regs, 0, 0);
+		if (err)
+			return err;
 		w->passed++;
 	}
 }
