@@ -457,11 +457,7 @@ class Unit:
         segment_bytes = rules.segment_bytes
         end = offset + length
         segments: list[tuple[int, int, int | None]] = []
-        if clear and clear == full and length <= segment_bytes:
-            # One fresh segment (a small O_DIRECT write): one word pair.
-            index = sector // word_bits
-            segments = [(offset, length, index - 1 if index == guard else index)]
-        elif clear and clear == full and step % segment_bytes == 0:
+        if clear and clear == full and step % segment_bytes == 0:
             # A fresh range (the common case, and the costly one): every segment writes back,
             # and every request but the last is whole segments.
             starts = range(offset, end, segment_bytes)
