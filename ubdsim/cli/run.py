@@ -33,9 +33,10 @@ bytes without the device model: up to 64 KiB copied by ubdsim at the one stop, l
 run by the host kernel on a descriptor of the host file planted in the guest (it shows as
 a descriptor near 1023 in /proc/self/fd). After one such small call, the ones that follow on
 the same open file are served by the C loop itself (the lane) until a call that only Python
-answers comes (an lseek or ioctl on a device, an open, a buffered read, a signal...). Readahead reads a window that lies on one side of
-the bitmap in one host read. UBDSIM_EXACT_IO=1 turns all of these off; --stats counts which
-path each read or write call took.
+answers comes (an lseek or ioctl on a device, an open, a buffered read, a signal...).
+Readahead reads a window that lies on one side of the bitmap in one host read.
+UBDSIM_EXACT_IO=1 turns all of these off; --stats counts which path each read or write call
+took.
 
 Limits: COMMAND runs on the host itself (only the ubd nodes are simulated: a script that
 writes /proc/sysrq-trigger or mounts things acts on the host); no partition nodes
