@@ -28,6 +28,10 @@ def test_running_linux_uml_locks_are_respected(tmp_path, monkeypatch):
             "other_cow_new": run([UBDSIM, "moo", "cow2", "other.img"]),
             "other_cow_in_place": run([UBDSIM, "moo", "-d", "cow2"]),
             "mkcow_force": run([UBDSIM, "mkcow", "-f", "cow", "backing"]),
+            # another COW's merge or conversion, forced onto the file the guest writes
+            "moo_force": run([UBDSIM, "moo", "-f", "cow2", "cow"]),
+            "moo_force_unsafe": run([UBDSIM, "moo", "-f", "-t", "unsafe", "cow2", "cow"]),
+            "convert_force": run([UBDSIM, "convert", "-f", "cow2", "cow"]),
             "cow_sha": hashlib.sha256(open("cow", "rb").read()).hexdigest(),
             "cow_ino": os.stat("cow").st_ino,
         }
@@ -42,12 +46,15 @@ def test_running_linux_uml_locks_are_respected(tmp_path, monkeypatch):
     r = results["other_cow_in_place"]
     assert r.returncode == 1 and f"is locked by process {kernel.pid}" in r.stderr and "backing" in r.stderr
     assert not os.path.exists("new.img")
-    # mkcow -f would have renamed a new file over the one the guest writes (an unlinked inode:
-    # everything the guest wrote after that is lost): refused, the guest's file untouched
-    r = results["mkcow_force"]
-    assert r.returncode == 1 and "Traceback" not in r.stderr
-    assert r.stderr == (f"ubdsim mkcow: error: 'cow' is locked by process {kernel.pid} "
-                        "(a running UML kernel?): refusing to replace it\n")
+    # mkcow -f, moo -f and convert -f would have renamed a new file over the one the guest
+    # writes (an unlinked inode: everything the guest wrote after that is lost): refused, the
+    # guest's file untouched
+    for name, tool in (("mkcow_force", "mkcow"), ("moo_force", "moo"),
+                       ("moo_force_unsafe", "moo"), ("convert_force", "convert")):
+        r = results[name]
+        assert r.returncode == 1 and "Traceback" not in r.stderr, name
+        assert r.stderr == (f"ubdsim {tool}: error: 'cow' is locked by process {kernel.pid} "
+                            "(a running UML kernel?): refusing to replace it\n"), name
     assert results["cow_ino"] == os.stat("cow").st_ino and results["cow_sha"] == cow_before
 
 

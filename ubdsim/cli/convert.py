@@ -29,11 +29,12 @@ output (default: the backing file's absolute path); qemu resolves a relative NAM
 the overlay's directory, and so does the check here.
 
 What qemu-img convert does differently: it replaces an existing output silently (here: only
-with -f), writes in place under the final name (here: a temporary name beside it, renamed
-into place when complete, so a failure leaves no half image), and converting a COW file is
-beyond it (it reads a COW file as a raw disk of its header and bitmap). A raw output is
-sparse: holes and zero blocks are not written. A progress bar is shown when stderr is a
-terminal; --json prints a summary, including the qemu commands that were run.
+with -f, and never one another process holds fcntl-locked, as a running UML kernel does),
+writes in place under the final name (here: a temporary name beside it, renamed into place
+when complete, so a failure leaves no half image), and converting a COW file is beyond it
+(it reads a COW file as a raw disk of its header and bitmap). A raw output is sparse: holes
+and zero blocks are not written. A progress bar is shown when stderr is a terminal; --json
+prints a summary, including the qemu commands that were run.
 """
 from __future__ import annotations
 

@@ -10,7 +10,8 @@ must still match the header's size and mtime. -b may come before or after -d.
 
 Refuses, with one line and exit 1: a backing file that is missing or whose size or mtime
 differ from the header; a COW file (or, with -d, a backing file) that another process holds
-fcntl-locked, as a running UML kernel does; an existing NEWFILE unless -f.
+fcntl-locked, as a running UML kernel does; an existing NEWFILE unless -f, and even with -f
+one another process holds locked (a running guest's disk, which a rename would take from it).
 
 Unlike uml_moo:
 - a final partial sector is kept (uml_moo cuts a 4194404-byte image to 4194304 bytes);

@@ -376,7 +376,8 @@ def named_write_errors(output: str) -> Iterator[None]:
 
 
 def refuse_output(output: str, force: bool, inputs: tuple[str, ...]) -> None:
-    """Never replace an input; replace another existing file only when forced."""
+    """Never replace an input; replace another existing file only when forced, and never
+    one another process holds locked (a running guest's disk: refuse_if_locked())."""
     try:
         out_st = os.stat(output)
     except FileNotFoundError:
@@ -392,6 +393,7 @@ def refuse_output(output: str, force: bool, inputs: tuple[str, ...]) -> None:
         raise UbdError(f"'{shown(output)}' already exists (use -f to replace it)", errno=_errno.EEXIST)
     if not stat.S_ISREG(out_st.st_mode):
         raise UbdError(f"'{shown(output)}' is not a regular file; not replacing it", errno=_errno.EINVAL)
+    refuse_if_locked(output, shown(output))
 
 
 def _journal_record(image: CowImage, st: os.stat_result, backing: str) -> dict:
