@@ -30,6 +30,7 @@ import errno
 import mmap
 import os
 from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -99,6 +100,52 @@ def load_bitmap(fd: int, geometry: Geometry, word: int) -> tuple[np.ndarray, mma
         chunk = pread_full(fd, size, offset)
         array[offset - start:offset - start + size] = np.frombuffer(chunk, dtype=np.uint8)
     return array, region
+
+
+@dataclass(frozen=True)
+class FreshRun:
+    """The segments of a write over sectors whose bits were all clear: device bytes
+    [offset, end) cut every `segment_bytes`, each writing back the word pair at its first
+    sector's word ([6.1] at `guard`, the last word, one word earlier: cowify_bitmap()).
+
+    Iterating gives the (start, size, first word) triples _cowify_request() lists for any
+    other write; `one_span` gives _word_spans() their union at once, so a fresh 1 MiB write
+    does not build and merge 256 triples (measured 0.15 ms of Python per MiB, about the
+    pwrite of a MiB the host already holds).
+    """
+
+    offset: int
+    end: int
+    segment_bytes: int
+    word_bits: int
+    guard: int | None
+
+    def _word(self, start: int) -> int:
+        index = (start >> 9) // self.word_bits
+        return index - 1 if index == self.guard else index
+
+    def __iter__(self) -> Iterator[tuple[int, int, int]]:
+        for start in range(self.offset, self.end, self.segment_bytes):
+            yield start, min(self.segment_bytes, self.end - start), self._word(start)
+
+    def __bool__(self) -> bool:
+        return self.end > self.offset
+
+    @property
+    def one_span(self) -> tuple[int, int] | None:
+        """(first word, last word) of the merged pairs, None where they may not be one span.
+
+        _word_spans() merges a pair into the run before it when its word is at most two
+        past the run's last pair. With segments no longer than a word's sectors, one
+        segment's first word is at most one past the one before, and the guard only moves
+        the last word down by one: every pair merges, the first segment's word is the
+        lowest and the last segment's the highest."""
+        if self.segment_bytes >> 9 > self.word_bits:
+            return None
+        last_start = self.offset + (self.end - 1 - self.offset) // self.segment_bytes \
+            * self.segment_bytes
+        first, last = self._word(self.offset), self._word(last_start)
+        return min(first, last), max(first, last) + 1
 
 
 @dataclass
@@ -431,7 +478,8 @@ class Unit:
         return self.cow.bitmap[:length].tobytes()
 
     # -- the kernel's steps -------------------------------------------------------------
-    def _cowify_request(self, offset: int, length: int) -> list[tuple[int, int, int | None]]:
+    def _cowify_request(self, offset: int,
+                        length: int) -> "list[tuple[int, int, int | None]] | FreshRun":
         """ubd_map_req() + cowify_req() for a whole write: set the bits, and say for each
         segment (device offset, length, first word of its write-back or None) what
         cowify_bitmap() decided. Segments are cut as the kernel cuts them: requests of
@@ -456,15 +504,11 @@ class Unit:
         step = limit * SECTOR_SIZE if limit else length
         segment_bytes = rules.segment_bytes
         end = offset + length
-        segments: list[tuple[int, int, int | None]] = []
+        segments: list[tuple[int, int, int | None]] | FreshRun = []
         if clear and clear == full and step % segment_bytes == 0:
             # A fresh range (the common case, and the costly one): every segment writes back,
             # and every request but the last is whole segments.
-            starts = range(offset, end, segment_bytes)
-            segments = [(start, min(segment_bytes, end - start), (start >> 9) // word_bits)
-                        for start in starts]
-            if guard is not None and segments[-1][2] >= guard:
-                segments = [(a, n, i - 1 if i == guard else i) for a, n, i in segments]
+            segments = FreshRun(offset, end, segment_bytes, word_bits, guard)
         for request in range(offset, end, step) if not segments else ():
             request_end = min(request + step, end)
             for start in range(request, request_end, segment_bytes):
@@ -504,7 +548,8 @@ class Unit:
         _, window, shift = self._bit_window(sector, count)
         return ~(window >> shift) & ((1 << count) - 1)
 
-    def _word_spans(self, segments: list[tuple[int, int, int | None]]) -> list[tuple[int, bytes]]:
+    def _word_spans(self, segments: "list[tuple[int, int, int | None]] | FreshRun"
+                    ) -> list[tuple[int, bytes]]:
         """update_bitmap()'s writes for `segments`, merged: (file offset, bytes) per run of
         adjacent or overlapping word pairs, with the in-memory bitmap's current words.
 
@@ -515,6 +560,9 @@ class Unit:
         assert cow is not None
         word = self.profile.device.bitmap_word
         spans: list[list[int]] = []
+        if isinstance(segments, FreshRun) and segments.one_span is not None:
+            spans.append(list(segments.one_span))
+            segments = []
         for _start, _size, index in segments:
             if index is None:
                 continue
