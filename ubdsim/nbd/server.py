@@ -61,6 +61,7 @@ MAX_REQUEST_LENGTH = 32 * 1024 * 1024      # advertised as the maximum block siz
 PREFERRED_BLOCK = 4096
 ZERO_CHUNK = 1024 * 1024
 STREAM_CHUNK = 1024 * 1024                  # READ/WRITE data moved per device call (module doc)
+WRITE_PIPELINE = 256 * 1024
 REFUSE_SECONDS = 10.0                       # how long a client over the limit is talked to
 REFUSE_OPTIONS = 16                         # and how many of its options are answered
 REFUSING_MAX = 64                           # over-limit clients talked to at once; more: closed
@@ -611,7 +612,12 @@ class NbdServer:
         Each piece is received straight into the connection's one preallocated buffer and
         handed to the device as a view of it, unless the unit's events are on or an --inject
         spec is set: their subscribers may keep the data they are shown, so they get a fresh
-        buffer per piece (what every piece got before).
+        buffer per piece (what every piece got before), and their pieces are whole
+        STREAM_CHUNKs, one request event each. Unwatched, a piece is WRITE_PIPELINE bytes:
+        while the host writes one, the client is already sending the next into the socket
+        (a MiB written in four pieces costs the client one quarter of a MiB's host write in
+        waiting, not a whole one). Both sizes are multiples of every profile's request limit
+        and are cut from the same sector, so the device sees the same requests and segments.
         """
         try:
             _check_request(export, p.CMD_WRITE, offset, length)
@@ -622,7 +628,7 @@ class NbdServer:
         events = getattr(device, "events", None)
         fresh = events is not None and (events.io_active
                                         or getattr(events, "injector", None) is not None)
-        for start, count in _pieces(offset, length):
+        for start, count in _pieces(offset, length, STREAM_CHUNK if fresh else WRITE_PIPELINE):
             if fresh:
                 data = memoryview(bytearray(count))
             else:
