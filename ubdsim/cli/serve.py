@@ -51,9 +51,11 @@ every option it sends is answered NBD_REP_ERR_POLICY with the message "too many 
 (qemu and libnbd print it), and it is disconnected; the server logs one line. The slot of a
 client that disconnects is free at once. Large requests are streamed: a read reply goes out
 in pieces of at most 1 MiB (several NBD_REPLY_TYPE_OFFSET_DATA chunks with structured
-replies), each sent before the next is read, and a write payload is written 1 MiB at a time
-as it arrives; so a client that stops reading (or sending) holds about 1 MiB of the server's
-memory, not its whole request (up to 32 MiB, the advertised maximum block size).
+replies), each sent before the next is read, and a write payload is written 256 KiB at a
+time as it arrives (1 MiB while --record, --trace or --inject watch each request), so the
+client sends the next piece while the host writes one; a client that stops reading (or
+sending) holds about 1 MiB of the server's memory, not its whole request (up to 32 MiB,
+the advertised maximum block size).
 A zero-length read gets an empty successful reply (NBD_REPLY_TYPE_NONE with structured
 replies), as from qemu-nbd.
 
