@@ -29,8 +29,8 @@ from __future__ import annotations
 import errno
 import mmap
 import os
-from dataclasses import dataclass
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
