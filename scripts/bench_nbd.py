@@ -11,8 +11,9 @@
    - qemu-nbd on a raw copy of the backing file (fully allocated: writes only overwrite);
    - no I/O: qemu-nbd over qemu's null-co driver, which answers every request at once
      without touching a file: what the guest, its NBD client and qemu-nbd's request path
-     cost with the I/O taken away. No server can make this client go faster than that row,
-     so it bounds every ratio of this client.
+     cost with the I/O taken away. Where it is little faster than qemu-nbd on a file, the
+     client sets the rate, and a server can gain over qemu-nbd only what it saves of
+     qemu-nbd's I/O and request path.
 2. `qemu-img bench` (qemu's block layer as a native client, no guest): NATIVE_MIB requests
    of 1 MiB at depth 1 (what dd sends), O_DIRECT on the client side (-t none): a write into
    the fresh COW file / overlay, the same write again (the blocks now allocated) and a read,
