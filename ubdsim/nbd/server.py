@@ -615,9 +615,10 @@ class NbdServer:
         buffer per piece (what every piece got before), and their pieces are whole
         STREAM_CHUNKs, one request event each. Unwatched, a piece is WRITE_PIPELINE bytes:
         while the host writes one, the client is already sending the next into the socket
-        (a MiB written in four pieces costs the client one quarter of a MiB's host write in
-        waiting, not a whole one). Both sizes are multiples of every profile's request limit
-        and are cut from the same sector, so the device sees the same requests and segments.
+        (after its last byte it waits for the last piece's host write, not a whole MiB's).
+        Both sizes are multiples of [6.1]'s 64-sector request limit ([2.4] has none) and are
+        cut from the same sector, so the device sees the same segments, and under [6.1] the
+        same requests.
         """
         try:
             _check_request(export, p.CMD_WRITE, offset, length)
