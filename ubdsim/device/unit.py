@@ -102,6 +102,13 @@ def load_bitmap(fd: int, geometry: Geometry, word: int) -> tuple[np.ndarray, mma
     return array, region
 
 
+def pair_word(start: int, word_bits: int, guard: int | None) -> int:
+    """cowify_bitmap(): the first word of the pair a segment starting at device byte
+    `start` writes back: its first sector's word, one word earlier at [6.1]'s `guard`."""
+    index = (start >> 9) // word_bits
+    return index - 1 if index == guard else index
+
+
 @dataclass(frozen=True)
 class FreshRun:
     """The segments of a write over sectors whose bits were all clear: device bytes
@@ -121,8 +128,7 @@ class FreshRun:
     guard: int | None
 
     def _word(self, start: int) -> int:
-        index = (start >> 9) // self.word_bits
-        return index - 1 if index == self.guard else index
+        return pair_word(start, self.word_bits, self.guard)
 
     def __iter__(self) -> Iterator[tuple[int, int, int]]:
         for start in range(self.offset, self.end, self.segment_bytes):
@@ -517,9 +523,7 @@ class Unit:
                 if clear:
                     within = (start - offset) >> 9
                     if (clear >> within) & ((1 << (size >> 9)) - 1):
-                        index = (start >> 9) // word_bits
-                        if index == guard:
-                            index -= 1
+                        index = pair_word(start, word_bits, guard)
                 segments.append((start, size, index))
         if clear:
             window |= full << shift
