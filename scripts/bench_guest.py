@@ -112,12 +112,7 @@ def stop_cost(work: Path) -> tuple[float, float, float]:
 def passthrough_read(work: Path, small4k: int, bigm: int) -> float:
     """MB/s of the backing-only dd (the last workload) on the backing file itself under
     `ubdsim run`: one stop per read() and nothing done in it."""
-    script = dd_lines("backing.img", small4k, bigm)[-1] + "\n"
-    (work / "body.sh").write_text(script)
-    proc = subprocess.run([*UBDSIM, "run", "--kernel", "6.1", "ubd0=sim.cow,backing.img", "--",
-                           "sh", "body.sh"], cwd=work, capture_output=True, text=True,
-                          timeout=1800)
-    rates = parse_rates(proc.stderr)
+    rates = run_ubdsim(work, dd_lines("backing.img", small4k, bigm)[-1] + "\n")
     return rates[0] if rates else 0.0
 
 
